@@ -1,0 +1,75 @@
+"""`lookalike index build|add|remove|info`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from index.kinds import INDEX_KINDS
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("index", help="build and maintain a gallery index")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+    build = actions.add_parser("build", help="embed a gallery and publish a new index version", formatter_class=fmt)
+    build.add_argument("--bundle", type=Path, required=True, help="exported encoder bundle")
+    build.add_argument("--gallery", type=Path, required=True, help="folder of <label>/<image> or a path,label CSV")
+    build.add_argument("--out", type=Path, required=True, help="index root (holds versions/ and current)")
+    build.add_argument("--kind", default="flat", choices=INDEX_KINDS.names(), help="FAISS index type")
+    build.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    build.set_defaults(handler=run_build)
+
+    add = actions.add_parser("add", help="add images to the live index without a rebuild", formatter_class=fmt)
+    add.add_argument("--bundle", type=Path, required=True)
+    add.add_argument("--gallery", type=Path, required=True, help="the new images, laid out as for build")
+    add.add_argument("--index", type=Path, required=True, help="index root")
+    add.add_argument("--batch-size", type=int, default=64)
+    add.set_defaults(handler=run_add)
+
+    remove = actions.add_parser("remove", help="remove entries by id or label", formatter_class=fmt)
+    remove.add_argument("--index", type=Path, required=True, help="index root")
+    remove.add_argument("--id", type=int, action="append", dest="ids", help="entry id (repeatable)")
+    remove.add_argument("--label", action="append", dest="labels", help="every entry of this label (repeatable)")
+    remove.set_defaults(handler=run_remove)
+
+    info = actions.add_parser("info", help="print the live version's manifest")
+    info.add_argument("--index", type=Path, required=True, help="index root")
+    info.set_defaults(handler=run_info)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from index.build import build_index
+
+    built = build_index(args.bundle, args.gallery, args.out, args.kind, args.batch_size)
+    print(json.dumps({"version": str(built.directory), **built.manifest.model_dump()}, indent=2))
+    return 0
+
+
+def run_add(args: argparse.Namespace) -> int:
+    from index.build import add_to_index
+
+    updated = add_to_index(args.bundle, args.gallery, args.index, args.batch_size)
+    print(json.dumps({"version": str(updated.directory), "count": updated.size}))
+    return 0
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    from index.build import remove_from_index
+
+    if not args.ids and not args.labels:
+        raise ValueError("say what to remove with --id and/or --label")
+    updated, removed = remove_from_index(args.index, args.ids, args.labels)
+    print(json.dumps({"version": str(updated.directory), "removed": removed, "count": updated.size}))
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from index.store import GalleryIndex
+    from index.versions import current_version
+
+    version = current_version(args.index)
+    print(json.dumps({"version": str(version), **GalleryIndex.open(version).manifest.model_dump()}, indent=2))
+    return 0

@@ -1,0 +1,166 @@
+"""`GalleryIndex`: one version of a gallery index, loaded for searching or being written."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+from pydantic import BaseModel
+
+from index.kinds import IndexKind, create_kind, to_search_device
+from index.metadata import Entry, MetadataStore
+
+INDEX_FILE = "index.faiss"
+METADATA_FILE = "metadata.sqlite"
+MANIFEST_FILE = "manifest.json"
+
+
+class IndexMismatchError(ValueError):
+    """The index was built with another encoder than the one it is being used with."""
+
+
+class IndexManifest(BaseModel):
+    format_version: int = 1
+    kind: str
+    embedding_size: int
+    bundle_hash: str
+    count: int
+    labels: int
+    created: float
+    source: str = ""
+    skipped_images: int = 0
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: int
+    label: str
+    score: float
+    path: str
+    metadata: dict | None
+
+
+class GalleryIndex:
+    def __init__(
+        self, directory: Path, index: faiss.Index, metadata: MetadataStore, manifest: IndexManifest, kind: IndexKind
+    ) -> None:
+        self.directory = directory
+        self.index = index
+        self.metadata = metadata
+        self.manifest = manifest
+        self.kind = kind
+
+    @property
+    def size(self) -> int:
+        return int(self.index.ntotal)
+
+    @classmethod
+    def create(
+        cls,
+        directory: Path,
+        kind: str,
+        vectors: np.ndarray,
+        entries: list[Entry],
+        bundle_hash: str,
+        source: str = "",
+        skipped_images: int = 0,
+    ) -> GalleryIndex:
+        """Write a new index version into the (empty) `directory`."""
+        if len(vectors) == 0:
+            raise ValueError("the gallery has no readable images: nothing to index")
+        index_kind = create_kind(kind)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        index = index_kind.create(vectors.shape[1], vectors)
+        index.add_with_ids(vectors, np.array([e.id for e in entries], dtype=np.int64))
+        metadata = MetadataStore(directory / METADATA_FILE)
+        metadata.add(entries)
+        manifest = IndexManifest(
+            kind=kind,
+            embedding_size=vectors.shape[1],
+            bundle_hash=bundle_hash,
+            count=len(entries),
+            labels=len({e.label for e in entries}),
+            created=time.time(),
+            source=source,
+            skipped_images=skipped_images,
+        )
+        gallery = cls(directory, index, metadata, manifest, index_kind)
+        gallery.save()
+        return gallery
+
+    @classmethod
+    def open(cls, directory: Path, bundle_hash: str | None = None, on_device: bool = False) -> GalleryIndex:
+        """Load a version; refuse it if it was built with another bundle than `bundle_hash`."""
+        manifest_path = directory / MANIFEST_FILE
+        if not manifest_path.is_file():
+            raise FileNotFoundError(f"{directory} is not an index version: {MANIFEST_FILE} is missing")
+        manifest = IndexManifest.model_validate_json(manifest_path.read_text())
+        if bundle_hash is not None and manifest.bundle_hash != bundle_hash:
+            raise IndexMismatchError(
+                f"index {directory} was built with bundle {manifest.bundle_hash[:12]}, not with the bundle in use "
+                f"({bundle_hash[:12]}): its vectors are not comparable; rebuild it with 'lookalike index build'"
+            )
+        kind = create_kind(manifest.kind)
+        index = faiss.read_index(str(directory / INDEX_FILE))
+        kind.configure(index)
+        if on_device:
+            index = to_search_device(index, kind)
+        return cls(directory, index, MetadataStore(directory / METADATA_FILE), manifest, kind)
+
+    def copy_to(self, directory: Path) -> GalleryIndex:
+        """The same version, copied into `directory`, for copy-on-write add/remove."""
+        for name in (INDEX_FILE, METADATA_FILE, MANIFEST_FILE):
+            shutil.copy2(self.directory / name, directory / name)
+        return GalleryIndex.open(directory)
+
+    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
+        scores, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, max(self.size, 1)))
+        entries = self.metadata.get(i for i in ids.ravel() if i >= 0)
+        return [
+            [
+                Hit(int(i), entries[i].label, float(s), entries[i].path, entries[i].metadata)
+                for s, i in zip(row_scores, row_ids, strict=True)
+                if i in entries
+            ]
+            for row_scores, row_ids in zip(scores, ids, strict=True)
+        ]
+
+    def add(self, vectors: np.ndarray, entries: list[Entry]) -> None:
+        self.index.add_with_ids(
+            np.ascontiguousarray(vectors, dtype=np.float32), np.array([e.id for e in entries], dtype=np.int64)
+        )
+        self.metadata.add(entries)
+
+    def remove(self, ids: list[int]) -> None:
+        id_array = np.array(ids, dtype=np.int64)
+        try:
+            self.index.remove_ids(id_array)
+        except RuntimeError:  # HNSW graphs cannot drop nodes: rebuild from the vectors that stay
+            keep = np.setdiff1d(faiss.vector_to_array(self.index.id_map), id_array)
+            vectors = np.stack([self.index.reconstruct(int(i)) for i in keep])
+            self.index = self.kind.create(self.manifest.embedding_size, vectors)
+            self.index.add_with_ids(vectors, keep)
+        self.metadata.remove(ids)
+
+    def next_id(self) -> int:
+        return self.metadata.max_id() + 1
+
+    def save(self) -> None:
+        self.manifest = self.manifest.model_copy(update={"count": self.size, "labels": self.metadata.label_count()})
+        faiss.write_index(self.index, str(self.directory / INDEX_FILE))
+        (self.directory / MANIFEST_FILE).write_text(self.manifest.model_dump_json(indent=2))
+
+    def verify(self) -> None:
+        """Consistency check run before a version is published."""
+        if self.size != self.metadata.count():
+            raise RuntimeError(f"index holds {self.size} vectors but metadata {self.metadata.count()} entries")
+        probe = np.full((1, self.manifest.embedding_size), self.manifest.embedding_size**-0.5, dtype=np.float32)
+        if self.size and not self.search(probe, 1)[0]:
+            raise RuntimeError("index search returned no result from a non-empty index")
+
+    def close(self) -> None:
+        self.metadata.close()

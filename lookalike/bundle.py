@@ -1,0 +1,121 @@
+"""The exported encoder bundle: the contract between training and everything else.
+
+A bundle is a directory:
+
+    encoder.pt2    the network as a `torch.export` program (no training code, no timm needed)
+    bundle.json    `BundleSpec`: backbone, preprocessing, embedding size, distance,
+                   calibrated verification threshold, data summary, final metrics, content hash
+
+index/ and service/ only ever call `load_bundle(path).embed(images)`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from pydantic import BaseModel, Field
+
+from lookalike.images import Preprocessing, preprocess
+
+ENCODER_FILE = "encoder.pt2"
+SPEC_FILE = "bundle.json"
+FORMAT_VERSION = 1
+
+
+class BundleError(RuntimeError):
+    """A bundle is missing, incomplete, corrupted or of an unknown format."""
+
+
+class BundleSpec(BaseModel):
+    format_version: int = FORMAT_VERSION
+    backbone: str
+    embedding_size: int = Field(gt=0)
+    distance: str = Field(
+        default="cosine",
+        description="Embeddings are L2-normalised; scores are cosine similarities (higher = closer).",
+    )
+    threshold: float = Field(description="Cosine similarity at or above which two images match.")
+    preprocessing: Preprocessing
+    data: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    content_hash: str = ""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_bundle(directory: str | Path, model: torch.nn.Module, spec: BundleSpec, max_batch: int = 1024) -> BundleSpec:
+    """Export `model` (images [B, 3, S, S] -> embeddings [B, D]) with a dynamic batch size."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    size = spec.preprocessing.image_size
+    example = torch.zeros(2, 3, size, size)
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
+    was_training = model.training
+    model = model.eval().cpu()
+    with torch.no_grad():
+        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    model.train(was_training)
+    torch.export.save(program, directory / ENCODER_FILE)
+    spec = spec.model_copy(update={"content_hash": file_sha256(directory / ENCODER_FILE)})
+    (directory / SPEC_FILE).write_text(spec.model_dump_json(indent=2))
+    return spec
+
+
+class Encoder:
+    """A loaded bundle: turns PIL images into L2-normalised float32 embeddings."""
+
+    def __init__(self, module: torch.nn.Module, spec: BundleSpec, batch_size: int = 64) -> None:
+        self.module = module
+        self.spec = spec
+        self.batch_size = batch_size
+
+    @property
+    def embedding_size(self) -> int:
+        return self.spec.embedding_size
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        out = np.empty((len(images), self.embedding_size), dtype=np.float32)
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            batch = torch.from_numpy(np.stack([preprocess(im, self.spec.preprocessing) for im in chunk]))
+            with torch.inference_mode():
+                out[start : start + len(chunk)] = self.module(batch).numpy()
+        return out
+
+
+def read_spec(path: str | Path) -> BundleSpec:
+    spec_path = Path(path) / SPEC_FILE
+    if not spec_path.is_file():
+        raise BundleError(f"{path} is not a bundle: {SPEC_FILE} is missing")
+    try:
+        spec = BundleSpec.model_validate(json.loads(spec_path.read_text()))
+    except ValueError as err:
+        raise BundleError(f"{spec_path} is not a valid bundle description: {err}") from None
+    if spec.format_version != FORMAT_VERSION:
+        raise BundleError(f"{path}: bundle format {spec.format_version} is not supported (expected {FORMAT_VERSION})")
+    return spec
+
+
+def load_bundle(path: str | Path, batch_size: int = 64) -> Encoder:
+    """Load and verify a bundle; raises `BundleError` with a readable reason if anything is off."""
+    spec = read_spec(path)
+    encoder_path = Path(path) / ENCODER_FILE
+    if not encoder_path.is_file():
+        raise BundleError(f"{path} is not a bundle: {ENCODER_FILE} is missing")
+    if spec.content_hash and file_sha256(encoder_path) != spec.content_hash:
+        raise BundleError(f"{encoder_path} does not match the content hash in {SPEC_FILE}: the bundle is corrupted")
+    module = torch.export.load(encoder_path).module()
+    return Encoder(module, spec, batch_size=batch_size)

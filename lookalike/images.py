@@ -1,0 +1,68 @@
+"""Image decoding and the preprocessing every stage applies identically.
+
+Training's evaluation, the exported encoder, the index builder and the service all call
+`preprocess`, so a photo embeds to the same vector wherever it is embedded. It uses only
+Pillow and NumPy: index/ and service/ need no torchvision and no training code for it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel, Field
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class Preprocessing(BaseModel):
+    """How a picture becomes the encoder's input tensor; stored in every bundle."""
+
+    image_size: int = Field(ge=16, le=1024)
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    crop_fraction: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Keep this central fraction of each side before resizing (LFW faces: ~0.5).",
+    )
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def open_rgb(source: str | Path | Image.Image) -> Image.Image:
+    """Decode fully and convert to RGB (grey PGMs and palette PNGs included)."""
+    image = source if isinstance(source, Image.Image) else Image.open(source)
+    image.load()
+    return image.convert("RGB")
+
+
+def central_crop(image: Image.Image, fraction: float) -> Image.Image:
+    if fraction >= 1.0:
+        return image
+    w, h = image.size
+    cw, ch = round(w * fraction), round(h * fraction)
+    left, top = (w - cw) // 2, (h - ch) // 2
+    return image.crop((left, top, left + cw, top + ch))
+
+
+def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
+    """Resize the shorter side to `size`, then cut the central `size` x `size` square."""
+    w, h = image.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    image = image.resize((nw, nh), Image.Resampling.BICUBIC)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
+def preprocess(image: Image.Image, spec: Preprocessing) -> np.ndarray:
+    """RGB PIL image -> normalised float32 array [3, size, size]."""
+    image = resize_center_crop(central_crop(image.convert("RGB"), spec.crop_fraction), spec.image_size)
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    array = (array - np.asarray(spec.mean, dtype=np.float32)) / np.asarray(spec.std, dtype=np.float32)
+    return np.ascontiguousarray(array.transpose(2, 0, 1))

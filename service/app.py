@@ -1,0 +1,89 @@
+"""`create_app(settings)`: the FastAPI application, its start-up and its middleware."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import torch
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
+
+import lookalike
+from lookalike.bundle import load_bundle
+from service.batcher import MicroBatcher
+from service.deps import ServiceState, require_api_key
+from service.errors import error_response, install_error_handlers
+from service.index_holder import IndexHolder
+from service.routers import embed, health, search, verify
+from service.settings import Settings
+from service.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+# Multipart framing around the image(s): a request larger than the images' limit plus this is
+# refused from its Content-Length, before any of it is read.
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    # Load eagerly: a bad bundle or a missing index fails here, as a clear error, before the server starts.
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    encoder = load_bundle(settings.bundle, batch_size=settings.max_batch)
+    telemetry = Telemetry()
+    holder = IndexHolder(settings.index, encoder.spec.content_hash, settings.reload_interval_s)
+    holder.load_now()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        batcher = MicroBatcher(
+            encoder, settings.max_batch, settings.max_wait_ms / 1000, on_batch=telemetry.batch_size.observe
+        )
+        app.state.service = ServiceState(settings, encoder, batcher, holder, telemetry)
+        batcher.start()
+        holder.start()
+        log.info("ready: bundle %s (%s), index %s", settings.bundle, encoder.spec.backbone, holder.live.directory)
+        yield
+        await holder.stop()
+        await batcher.stop()
+
+    app = FastAPI(
+        title="Lookalike",
+        version=lookalike.__version__,
+        lifespan=lifespan,
+        description="Face verification and visual search: nearest identities or products "
+        "(`/search`) and same-or-not (`/verify`) for uploaded photos.",
+    )
+    install_error_handlers(app)
+    protected = [Depends(require_api_key)]
+    app.include_router(search.router, dependencies=protected)
+    app.include_router(verify.router, dependencies=protected)
+    app.include_router(embed.router, dependencies=protected)
+    app.include_router(health.router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"]
+        )
+
+    @app.middleware("http")
+    async def guard_and_measure(request: Request, call_next) -> Response:
+        started = time.perf_counter()
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > 2 * settings.max_upload_bytes + MULTIPART_OVERHEAD:
+            response = error_response(413, "too_large", f"request body of {length} bytes is over the upload limit")
+        else:
+            response = await call_next(request)
+        route = request.scope.get("route")
+        endpoint = route.path if route is not None else "unmatched"
+        service = getattr(request.app.state, "service", None)
+        if service is not None:
+            service.telemetry.requests.labels(endpoint, str(response.status_code)).inc()
+            service.telemetry.latency.labels(endpoint).observe(time.perf_counter() - started)
+        return response
+
+    return app

@@ -1,0 +1,43 @@
+"""`lookalike serve`: run the API with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="serve /search, /verify and /embed over HTTP",
+        description="Settings also come from LOOKALIKE_* environment variables "
+        "(e.g. LOOKALIKE_API_KEY); flags given here win.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    serve.add_argument("--bundle", type=Path, help="exported encoder bundle (LOOKALIKE_BUNDLE)")
+    serve.add_argument("--index", type=Path, help="index root (LOOKALIKE_INDEX)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--max-batch", type=int, help="most images per forward pass (LOOKALIKE_MAX_BATCH)")
+    serve.add_argument("--max-wait-ms", type=float, help="batching wait (LOOKALIKE_MAX_WAIT_MS)")
+    serve.add_argument("--api-key", help="require this X-API-Key (LOOKALIKE_API_KEY)")
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(handler=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    overrides = {
+        "bundle": args.bundle,
+        "index": args.index,
+        "max_batch": args.max_batch,
+        "max_wait_ms": args.max_wait_ms,
+        "api_key": args.api_key,
+    }
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    return 0

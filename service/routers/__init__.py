@@ -1,0 +1,1 @@
+"""One router per concern: search, verify, embed, health (health, readiness, metrics)."""

@@ -1,0 +1,20 @@
+"""Helpers shared by the image endpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+from fastapi import UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from service.deps import ServiceState
+from service.uploads import decode_image, read_upload
+
+
+async def embed_uploads(state: ServiceState, *uploads: UploadFile) -> np.ndarray:
+    """Read, check and decode each upload (decoding off the event loop), then embed them together."""
+    settings = state.settings
+    images = []
+    for upload in uploads:
+        data = await read_upload(upload, settings.max_upload_bytes)
+        images.append(await run_in_threadpool(decode_image, data, upload.filename or "upload", settings.max_pixels))
+    return await state.batcher.embed(images)

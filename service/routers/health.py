@@ -1,0 +1,36 @@
+"""Liveness, readiness and Prometheus metrics (never behind the API key: probes and scrapers)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.deps import State
+from service.schemas import Health, Readiness
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    return Health()
+
+
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+async def readyz(state: State) -> JSONResponse:
+    live = state.index.live
+    body = Readiness(
+        ready=live is not None,
+        bundle_hash=state.encoder.spec.content_hash,
+        index_version=live.directory.name if live else None,
+        index_size=live.size if live else 0,
+    )
+    return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(state: State) -> Response:
+    live = state.index.live
+    state.telemetry.index_size.set(live.size if live else 0)
+    return Response(generate_latest(state.telemetry.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,32 @@
+"""POST /verify: are these two pictures of the same identity/product?"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, UploadFile
+
+from service.deps import State
+from service.routers.common import embed_uploads
+from service.schemas import ErrorBody, VerifyResponse
+
+router = APIRouter(tags=["verify"])
+
+
+@router.post(
+    "/verify",
+    response_model=VerifyResponse,
+    responses={
+        400: {"model": ErrorBody},
+        413: {"model": ErrorBody},
+        415: {"model": ErrorBody},
+        422: {"model": ErrorBody},
+    },
+)
+async def verify(
+    state: State, image_a: Annotated[UploadFile, File()], image_b: Annotated[UploadFile, File()]
+) -> VerifyResponse:
+    a, b = await embed_uploads(state, image_a, image_b)
+    score = float(a @ b)
+    threshold = state.encoder.spec.threshold
+    return VerifyResponse(same=score >= threshold, score=score, threshold=threshold)

@@ -1,0 +1,26 @@
+"""Prometheus metrics, one registry per app (so several apps in one process never collide)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Telemetry:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "lookalike_requests_total",
+            "HTTP requests by endpoint and status",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "lookalike_request_seconds", "HTTP request latency", ["endpoint"], registry=self.registry
+        )
+        self.batch_size = Histogram(
+            "lookalike_batch_size",
+            "images per encoder forward pass",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
+        )
+        self.index_size = Gauge("lookalike_index_size", "entries in the live index", registry=self.registry)

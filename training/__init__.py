@@ -1,0 +1,1 @@
+"""Training: learns embeddings and exports the encoder bundle (see `training.loop`)."""

@@ -1,0 +1,87 @@
+"""Training configuration: one pydantic model, filled from a YAML file and/or CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from training.metric.losses import LOSSES
+from training.metric.miners import MINERS
+
+
+class TrainConfig(BaseModel):
+    """Defaults are sized for a 2-core CPU and a few hundred images (AT&T faces in minutes)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: Path
+    out: Path = Path("runs/default")
+    eval_data: Path | None = Field(None, description="Held-out classes in their own folder (else split --data).")
+    split: Literal["sorted", "hash"] = "sorted"
+    train_fraction: float = Field(0.75, gt=0, lt=1)
+    crop_fraction: float = Field(1.0, gt=0, le=1)
+
+    backbone: str = "resnet18"
+    pretrained: str | None = Field(None, description="Local weights file for the backbone (no hub download).")
+    image_size: int = Field(96, ge=32, le=1024)
+    embedding_size: int = Field(128, ge=2, le=4096)
+
+    loss: str = "triplet"
+    miner: str | None = "semihard"
+    synthesis: bool = True
+    distance: Literal["euclidean", "squared_euclidean", "cosine"] = "euclidean"
+    margin: float = Field(0.2, ge=0)
+
+    classes_per_batch: int = Field(16, ge=2)
+    samples_per_class: int = Field(4, ge=2)
+    batch_size: int | None = Field(None, description="If given, must equal P x K (a guard against typos).")
+    epochs: int = Field(30, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = Field(True, description="bfloat16/float16 autocast on CUDA; ignored on the CPU.")
+    compile: bool = Field(False, description="torch.compile the model (CUDA).")
+    workers: int = Field(2, ge=0)
+    seed: int = 0
+    resume: bool = False
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, name: str) -> str:
+        LOSSES.get(name)
+        return name
+
+    @field_validator("miner")
+    @classmethod
+    def _known_miner(cls, name: str | None) -> str | None:
+        if name in (None, "none"):
+            return None
+        MINERS.get(name)
+        return name
+
+    @model_validator(mode="after")
+    def _batch_matches_pk(self) -> TrainConfig:
+        pk = self.classes_per_batch * self.samples_per_class
+        if self.batch_size is not None and self.batch_size != pk:
+            raise ValueError(
+                f"batch size {self.batch_size} does not equal classes-per-batch x samples-per-class = "
+                f"{self.classes_per_batch} x {self.samples_per_class} = {pk}"
+            )
+        return self
+
+
+def load_config(path: Path | None, overrides: dict) -> TrainConfig:
+    """YAML file first, CLI flags (those actually given) on top."""
+    values = {}
+    if path is not None:
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path} must hold a mapping of option: value")
+        values.update({k.replace("-", "_"): v for k, v in loaded.items()})
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig.model_validate(values)

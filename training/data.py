@@ -1,0 +1,121 @@
+"""Image-folder datasets, class-disjoint splits and the training/evaluation transforms.
+
+Deep metric learning evaluates on classes never seen in training, so splits are by class:
+`sorted` keeps the first fraction of the naturally sorted class names for training (AT&T s1-s30,
+Cars196 classes 1-98), `hash` assigns each class by a stable hash of its name (LFW, whose
+identities have no meaningful order).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from lookalike.images import Preprocessing, central_crop, is_image_file, open_rgb, preprocess
+
+log = logging.getLogger(__name__)
+
+
+class DataError(ValueError):
+    """The data folder cannot be used for training or evaluation; the message says why."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int
+
+
+def natural_key(name: str) -> list:
+    """Sort "s2" before "s10" (and "001_x" before "099_y"), as a person would."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def scan_folder(root: str | Path) -> dict[str, list[Path]]:
+    """Class name -> image paths, for a folder with one sub-folder per class."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist or is not a folder")
+    classes = {}
+    for folder in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: natural_key(p.name)):
+        images = sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
+        if images:
+            classes[folder.name] = images
+    if not classes:
+        raise DataError(f"{root} holds no class sub-folders with images (expected {root}/<class>/<image>.jpg)")
+    return classes
+
+
+def split_classes(names: list[str], train_fraction: float, rule: str) -> tuple[list[str], list[str]]:
+    """Class-disjoint (train, held-out) split of class names by a deterministic rule."""
+    if rule == "sorted":
+        cut = round(len(names) * train_fraction)
+        return names[:cut], names[cut:]
+    if rule == "hash":
+
+        def bucket(name: str) -> float:
+            return int(hashlib.sha1(name.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+        return [n for n in names if bucket(n) < train_fraction], [n for n in names if bucket(n) >= train_fraction]
+    raise DataError(f"unknown split rule {rule!r}; choose 'sorted' or 'hash'")
+
+
+class ImageDataset(Dataset):
+    """(image tensor, label) pairs; an unreadable image yields None and is dropped by `collate`."""
+
+    def __init__(self, classes: dict[str, list[Path]], transform) -> None:
+        self.class_names = list(classes)
+        self.samples = [Sample(path, label) for label, name in enumerate(self.class_names) for path in classes[name]]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def labels(self) -> list[int]:
+        return [s.label for s in self.samples]
+
+    def __getitem__(self, index: int):
+        sample = self.samples[index]
+        try:
+            image = open_rgb(sample.path)
+        except (OSError, ValueError) as err:
+            log.warning("skipping unreadable image %s: %s", sample.path, err)
+            return None
+        return self.transform(image), sample.label
+
+
+def collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Stack the readable items; also return how many were skipped, so the loop can count them."""
+    good = [item for item in batch if item is not None]
+    if not good:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), len(batch)
+    images, labels = zip(*good, strict=True)
+    return torch.stack(images), torch.tensor(labels), len(batch) - len(good)
+
+
+def train_transform(spec: Preprocessing) -> v2.Compose:
+    """Random resized crop, flip and colour jitter on top of the evaluation geometry."""
+    return v2.Compose(
+        [
+            v2.Lambda(lambda im: central_crop(im, spec.crop_fraction)),
+            v2.PILToTensor(),
+            v2.RandomResizedCrop(spec.image_size, scale=(0.5, 1.0), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ColorJitter(0.3, 0.3, 0.3, 0.05),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(spec.mean, spec.std),
+        ]
+    )
+
+
+def eval_transform(spec: Preprocessing):
+    """Exactly the bundle's preprocessing, so evaluation measures what the service will serve."""
+    return lambda image: torch.from_numpy(preprocess(image, spec))

@@ -1,0 +1,104 @@
+"""Losses over mined tuples, all called as `loss(embeddings, labels, mined=None, pool=None)`.
+
+`mined` comes from a miner (None means: every valid tuple); `pool` holds the reference points
+the mined indices point into (None means: the batch itself). Keeping the pool explicit is what
+lets Symmetrical Synthesis plug into any pair-based loss: synthesis only grows the pool.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lookalike.registry import Registry
+from training.metric.distances import Distance, create_distance
+from training.metric.miners import BatchAllMiner, Triplets
+from training.metric.pool import Pool
+
+LOSSES: Registry[MetricLoss] = Registry("loss")
+
+
+def mean_of_positive(values: Tensor, anchor: Tensor) -> Tensor:
+    """Average of the strictly positive entries (pytorch-metric-learning's AvgNonZeroReducer).
+
+    Zero-loss tuples carry no gradient; averaging only over the others keeps the step size
+    from shrinking as training makes most tuples easy. With no positive entry the result is a
+    zero that still belongs to the autograd graph, so `backward()` works on any batch.
+    """
+    positive = values > 0
+    if not positive.any():
+        return anchor.sum() * 0.0
+    return values[positive].mean()
+
+
+class MetricLoss(torch.nn.Module):
+    def __init__(self, distance: str | Distance = "euclidean") -> None:
+        super().__init__()
+        self.distance = create_distance(distance) if isinstance(distance, str) else distance
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        mined: Triplets | None = None,
+        pool: Pool | None = None,
+    ) -> Tensor:
+        pool = pool or Pool.of_batch(embeddings, labels)
+        if mined is None:
+            mined = BatchAllMiner(margin=None, distance=self.distance)(embeddings, labels, pool)
+        return self.compute(embeddings, pool, mined)
+
+    def compute(self, embeddings: Tensor, pool: Pool, mined: Triplets) -> Tensor:
+        raise NotImplementedError
+
+    def tuple_distances(self, embeddings: Tensor, pool: Pool, mined: Triplets) -> tuple[Tensor, Tensor]:
+        """d(a, p) and d(a, n) for each mined triplet, computed only for the rows needed."""
+        dist = self.distance(embeddings, pool.embeddings)
+        return dist[mined.anchor, mined.positive], dist[mined.anchor, mined.negative]
+
+
+@LOSSES.register("triplet")
+class TripletMarginLoss(MetricLoss):
+    """max(0, d(a, p) - d(a, n) + margin), averaged over the triplets with positive loss."""
+
+    def __init__(self, margin: float = 0.2, distance: str | Distance = "euclidean") -> None:
+        super().__init__(distance)
+        self.margin = margin
+
+    def compute(self, embeddings: Tensor, pool: Pool, mined: Triplets) -> Tensor:
+        d_ap, d_an = self.tuple_distances(embeddings, pool, mined)
+        return mean_of_positive(torch.relu(d_ap - d_an + self.margin), embeddings)
+
+
+@LOSSES.register("contrastive")
+class ContrastiveLoss(MetricLoss):
+    """Hadsell, Chopra & LeCun (2006): pull positives within `pos_margin`, push negatives past
+    `neg_margin`.
+
+    Pairs are taken from the mined triplets: each distinct (anchor, positive) is a positive
+    pair and each distinct (anchor, negative) a negative pair, so a miner decides which pairs
+    count exactly as it does for the triplet loss. The two halves are averaged separately
+    (over their non-zero terms) and summed, so a batch with many more negatives than
+    positives does not drown the positive term.
+    """
+
+    def __init__(
+        self, pos_margin: float = 0.0, neg_margin: float = 1.0, distance: str | Distance = "euclidean"
+    ) -> None:
+        super().__init__(distance)
+        self.pos_margin = pos_margin
+        self.neg_margin = neg_margin
+
+    def compute(self, embeddings: Tensor, pool: Pool, mined: Triplets) -> Tensor:
+        dist = self.distance(embeddings, pool.embeddings)
+        n_pool = pool.labels.shape[0]
+        pos = torch.unique(mined.anchor * n_pool + mined.positive)
+        neg = torch.unique(mined.anchor * n_pool + mined.negative)
+        flat = dist.reshape(-1)
+        pos_loss = torch.relu(flat[pos] - self.pos_margin)
+        neg_loss = torch.relu(self.neg_margin - flat[neg])
+        return mean_of_positive(pos_loss, embeddings) + mean_of_positive(neg_loss, embeddings)
+
+
+def create_loss(name: str, **kwargs: object) -> MetricLoss:
+    return LOSSES.create(name, **kwargs)

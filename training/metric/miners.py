@@ -1,0 +1,117 @@
+"""Miners: choose which (anchor, positive, negative) triplets a loss looks at.
+
+All miners are vectorised over the batch: they work on the [N, M] distance matrix between the
+batch (N anchors) and the pool (M reference points, real then synthetic), never loop over
+anchors, and never build the [N, N, N] tensor of every triplet unless they must return every
+triplet (`batch_all`). Indices: `anchor` indexes the batch, `positive` and `negative` the pool.
+Positives are always real pool points (`Pool.n_real`), never the anchor itself.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from lookalike.registry import Registry
+from training.metric.distances import Distance, create_distance
+from training.metric.pool import Pool
+
+MINERS: Registry[Miner] = Registry("miner")
+
+
+class Triplets(NamedTuple):
+    anchor: Tensor
+    positive: Tensor
+    negative: Tensor
+
+
+def label_masks(labels: Tensor, pool: Pool) -> tuple[Tensor, Tensor]:
+    """Boolean [N, M] masks of valid positives (real, same label, not self) and negatives."""
+    same = labels[:, None] == pool.labels[None, :]
+    not_self = torch.arange(labels.shape[0], device=labels.device)[:, None] != torch.arange(
+        pool.labels.shape[0], device=labels.device
+    )
+    return same & not_self & pool.is_real[None, :], ~same
+
+
+class Miner:
+    """Callable `(embeddings, labels, pool=None) -> Triplets`."""
+
+    def __init__(self, distance: str | Distance = "euclidean") -> None:
+        self.distance = create_distance(distance) if isinstance(distance, str) else distance
+
+    def __call__(self, embeddings: Tensor, labels: Tensor, pool: Pool | None = None) -> Triplets:
+        pool = pool or Pool.of_batch(embeddings, labels)
+        with torch.no_grad():  # mining chooses indices; gradients flow through the loss only
+            dist = self.distance(embeddings, pool.embeddings)
+            pos, neg = label_masks(labels, pool)
+            return self.mine(dist, pos, neg)
+
+    def mine(self, dist: Tensor, pos: Tensor, neg: Tensor) -> Triplets:
+        raise NotImplementedError
+
+
+@MINERS.register("semihard")
+class SemiHardMiner(Miner):
+    """FaceNet semi-hard mining.
+
+    For every anchor-positive pair (a, p), the negative is the *closest* negative that is
+    still farther from the anchor than the positive and inside the margin:
+    d(a, p) < d(a, n) < d(a, p) + margin. If no negative of the batch (or pool) satisfies
+    that, the pair yields no triplet: every negative is then either harder than the positive
+    (a "hard" negative, which FaceNet avoids early in training because it can collapse the
+    model) or beyond the margin (where the triplet loss is zero anyway). A batch where no pair
+    has a semi-hard negative gives an empty triplet set, and the loss is zero.
+    """
+
+    def __init__(self, margin: float = 0.2, distance: str | Distance = "euclidean") -> None:
+        super().__init__(distance)
+        self.margin = margin
+
+    def mine(self, dist: Tensor, pos: Tensor, neg: Tensor) -> Triplets:
+        a, p = pos.nonzero(as_tuple=True)
+        d_ap = dist[a, p, None]
+        d_an = dist[a]  # [pairs, M]
+        semihard = neg[a] & (d_an > d_ap) & (d_an < d_ap + self.margin)
+        closest, n = d_an.masked_fill(~semihard, float("inf")).min(dim=1)
+        keep = torch.isfinite(closest)
+        return Triplets(a[keep], p[keep], n[keep])
+
+
+@MINERS.register("batch_hard")
+class BatchHardMiner(Miner):
+    """Hermans et al. batch-hard: per anchor, its farthest positive and its closest negative."""
+
+    def mine(self, dist: Tensor, pos: Tensor, neg: Tensor) -> Triplets:
+        far_pos, p = dist.masked_fill(~pos, float("-inf")).max(dim=1)
+        near_neg, n = dist.masked_fill(~neg, float("inf")).min(dim=1)
+        keep = torch.isfinite(far_pos) & torch.isfinite(near_neg)
+        a = torch.arange(dist.shape[0], device=dist.device)
+        return Triplets(a[keep], p[keep], n[keep])
+
+
+@MINERS.register("batch_all")
+class BatchAllMiner(Miner):
+    """Every triplet whose triplet loss is positive: d(a, p) - d(a, n) + margin > 0.
+
+    With `margin=None` every valid triplet is returned, which is what a loss uses when it is
+    given no miner.
+    """
+
+    def __init__(self, margin: float | None = 0.2, distance: str | Distance = "euclidean") -> None:
+        super().__init__(distance)
+        self.margin = margin
+
+    def mine(self, dist: Tensor, pos: Tensor, neg: Tensor) -> Triplets:
+        a, p = pos.nonzero(as_tuple=True)
+        valid = neg[a]
+        if self.margin is not None:
+            valid = valid & (dist[a, p, None] - dist[a] + self.margin > 0)
+        pair, n = valid.nonzero(as_tuple=True)
+        return Triplets(a[pair], p[pair], n)
+
+
+def create_miner(name: str, **kwargs: object) -> Miner:
+    return MINERS.create(name, **kwargs)

@@ -1,0 +1,65 @@
+"""P x K batch sampler: each batch holds P classes with K images each.
+
+Every anchor then has K-1 positives and (P-1)K negatives in its batch, which is what online
+mining needs. Under DDP each rank receives its own P classes of one global draw, so ranks never
+share a class inside a step and the global batch is P x K x world_size.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import Sampler
+
+
+class PKSampler(Sampler[list[int]]):
+    def __init__(
+        self,
+        labels: Sequence[int],
+        classes_per_batch: int,
+        samples_per_class: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        by_class: dict[int, list[int]] = defaultdict(list)
+        for index, label in enumerate(labels):
+            by_class[label].append(index)
+        # A class with one image cannot give a positive pair: useless for pair-based losses.
+        self.by_class = {c: idx for c, idx in by_class.items() if len(idx) >= 2}
+        self.dropped_classes = len(by_class) - len(self.by_class)
+        self.p, self.k = classes_per_batch, samples_per_class
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.epoch = 0
+        if len(self.by_class) < self.p * world_size:
+            raise ValueError(
+                f"P x K sampling needs at least {self.p * world_size} classes with 2+ images "
+                f"(classes per batch {self.p} x {world_size} process(es)); the data has {len(self.by_class)}"
+            )
+        n_images = sum(len(v) for v in self.by_class.values())
+        self.batches = max(1, n_images // (self.p * self.k * world_size))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle per epoch; every rank must call it with the same epoch, as with DistributedSampler."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        classes = list(self.by_class)
+        for _ in range(self.batches):
+            chosen = torch.randperm(len(classes), generator=generator)[: self.p * self.world_size]
+            mine = chosen[self.rank * self.p : (self.rank + 1) * self.p]
+            batch = []
+            for c in mine.tolist():
+                members = self.by_class[classes[c]]
+                if len(members) >= self.k:
+                    picks = torch.randperm(len(members), generator=generator)[: self.k]
+                else:  # too few images: repeat some rather than shrink the class's share
+                    picks = torch.randint(len(members), (self.k,), generator=generator)
+                batch.extend(members[i] for i in picks.tolist())
+            yield batch
