@@ -34,7 +34,7 @@ bench: install
 
 # The main job on an embedded default (scikit-learn's digits), or on DATA=path/to/folder.
 demo: install
-	$(BIN)/python -m bench.demo $(if $(DATA),--data $(DATA),)
+	$(BIN)/lookalike demo $(if $(DATA),--data $(DATA),)
 
 deploy-check: install
 	bash docker/check.sh

@@ -16,6 +16,7 @@ from lookalike.bundle import BundleError
 
 def build_parser() -> argparse.ArgumentParser:
     from index.cli import register as register_index
+    from lookalike.demo import register as register_demo
     from service.cli import register as register_service
     from training.cli import register as register_training
 
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_training(commands)
     register_index(commands)
     register_service(commands)
+    register_demo(commands)
     return parser
 
 

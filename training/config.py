@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import timm
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -24,9 +25,9 @@ class TrainConfig(BaseModel):
     train_fraction: float = Field(0.75, gt=0, lt=1)
     crop_fraction: float = Field(1.0, gt=0, le=1)
 
-    backbone: str = "resnet18"
+    backbone: str = "resnet10t"
     pretrained: str | None = Field(None, description="Local weights file for the backbone (no hub download).")
-    image_size: int = Field(96, ge=32, le=1024)
+    image_size: int = Field(64, ge=32, le=1024)
     embedding_size: int = Field(128, ge=2, le=4096)
 
     loss: str = "triplet"
@@ -35,11 +36,11 @@ class TrainConfig(BaseModel):
     distance: Literal["euclidean", "squared_euclidean", "cosine"] = "euclidean"
     margin: float = Field(0.2, ge=0)
 
-    classes_per_batch: int = Field(16, ge=2)
+    classes_per_batch: int = Field(8, ge=2)
     samples_per_class: int = Field(4, ge=2)
     batch_size: int | None = Field(None, description="If given, must equal P x K (a guard against typos).")
-    epochs: int = Field(30, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    epochs: int = Field(20, ge=1)
+    lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     warmup_epochs: float = Field(1.0, ge=0)
 
@@ -49,6 +50,13 @@ class TrainConfig(BaseModel):
     workers: int = Field(2, ge=0)
     seed: int = 0
     resume: bool = False
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, name: str) -> str:
+        if not timm.is_model(name):
+            raise ValueError(f"unknown backbone {name!r}: not a timm model name (see timm.list_models())")
+        return name
 
     @field_validator("loss")
     @classmethod

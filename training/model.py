@@ -23,7 +23,7 @@ class EmbeddingModel(nn.Module):
         head_batchnorm: bool = True,
     ) -> None:
         super().__init__()
-        if backbone not in timm.list_models():
+        if not timm.is_model(backbone):
             raise ValueError(f"unknown backbone {backbone!r}: not a timm model name (see timm.list_models())")
         kwargs: dict = {"num_classes": 0}
         if pretrained is not None:

@@ -1,0 +1,220 @@
+"""Throughput and latency of POST /search against a real uvicorn server on loopback, next to the
+raw batched forward throughput of the same encoder in-process (the ceiling), measured in one run;
+and single-query latency of flat vs HNSW search over a large synthetic gallery.
+
+    python -m bench.service [--bundle DIR] [--requests 200] [--gallery-vectors 1000000] [--json]
+
+Without --bundle, an untrained encoder of the default training config (resnet18, 96 px, 128-d)
+is exported to a temporary folder: throughput does not depend on the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import faiss
+import httpx
+import numpy as np
+from PIL import Image
+
+from bench.table import print_rows
+from index.build import build_index
+from lookalike.bundle import load_bundle
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_bundle(directory: Path) -> Path:
+    from lookalike.bundle import BundleSpec, write_bundle
+    from lookalike.images import Preprocessing
+    from training.model import EmbeddingModel
+
+    model = EmbeddingModel("resnet18", 128)
+    cfg = model.data_config()
+    spec = BundleSpec(
+        backbone="resnet18",
+        embedding_size=128,
+        threshold=0.5,
+        preprocessing=Preprocessing(image_size=96, mean=cfg["mean"], std=cfg["std"]),
+    )
+    write_bundle(directory, model, spec)
+    return directory
+
+
+def photo(seed: int, size: int = 160) -> bytes:
+    """A JPEG of a typical upload's size for a face crop."""
+    rng = np.random.default_rng(seed)
+    pixels = (rng.random((size, size, 3)) * 255).astype("uint8")
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def raw_forward_throughput(bundle: Path, images: list[bytes], batch: int, seconds: float = 8.0) -> float:
+    """Images/s of decode + preprocess + forward in batches of `batch`, in this process."""
+    encoder = load_bundle(bundle, batch_size=batch)
+    decoded = [Image.open(io.BytesIO(b)).convert("RGB") for b in images[:batch]]
+    encoder.embed(decoded)
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        encoder.embed([Image.open(io.BytesIO(b)).convert("RGB") for b in images[:batch]])
+        done += batch
+    return done / (time.perf_counter() - start)
+
+
+async def load(base: str, images: list[bytes], concurrency: int, total: int) -> tuple[float, list[float]]:
+    latencies: list[float] = []
+    queue = iter(range(total))
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        for n in queue:
+            start = time.perf_counter()
+            response = await client.post(f"{base}/search?k=5", files={"image": ("q.jpg", images[n % len(images)])})
+            response.raise_for_status()
+            latencies.append(time.perf_counter() - start)
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        await asyncio.gather(*[worker(client) for _ in range(min(concurrency, 4))])  # warm-up
+        latencies.clear()
+        queue = iter(range(total))
+        start = time.perf_counter()
+        await asyncio.gather(*[worker(client) for _ in range(concurrency)])
+        elapsed = time.perf_counter() - start
+    return total / elapsed, latencies
+
+
+def start_server(bundle: Path, index: Path, max_batch: int) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "LOOKALIKE_MAX_BATCH": str(max_batch)}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lookalike.cli",
+            "serve",
+            "--bundle",
+            str(bundle),
+            "--index",
+            str(index),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return process, base
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("server did not start")
+
+
+def search_latency(n_vectors: int, dim: int, queries: int = 200) -> list[dict]:
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((n_vectors, dim), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    probe = vectors[rng.choice(n_vectors, queries, replace=False)] + 0.05 * rng.standard_normal(
+        (queries, dim), dtype=np.float32
+    )
+    rows = []
+    exact = None
+    for kind in ("flat", "hnsw"):
+        start = time.perf_counter()
+        if kind == "flat":
+            index = faiss.IndexFlatIP(dim)
+        else:
+            index = faiss.IndexHNSWFlat(dim, 16, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = 40
+        index.add(vectors)
+        build = time.perf_counter() - start
+        if kind == "hnsw":
+            index.hnsw.efSearch = 64
+        times, found = [], []
+        for q in probe:
+            t = time.perf_counter()
+            _, ids = index.search(q[None], 10)
+            times.append(time.perf_counter() - t)
+            found.append(ids[0])
+        if exact is None:
+            exact = found
+        recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, exact, strict=True)])
+        rows.append(
+            {
+                "index": kind,
+                "vectors": n_vectors,
+                "build_s": build,
+                "p50_ms": 1000 * statistics.median(times),
+                "p99_ms": 1000 * float(np.percentile(times, 99)),
+                "recall@10_vs_flat": float(recall),
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", type=Path)
+    parser.add_argument("--requests", type=int, default=200, help="requests per concurrency level")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--gallery-vectors", type=int, default=1_000_000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        bundle = args.bundle or default_bundle(tmp_path / "bundle")
+        images = [photo(seed) for seed in range(64)]
+        for n, data in enumerate(images[:40]):
+            (tmp_path / "gallery" / f"item{n % 10}").mkdir(parents=True, exist_ok=True)
+            (tmp_path / "gallery" / f"item{n % 10}" / f"{n}.jpg").write_bytes(data)
+        build_index(bundle, tmp_path / "gallery", tmp_path / "index")
+        ceiling = raw_forward_throughput(bundle, images, args.max_batch)
+        process, base = start_server(bundle, tmp_path / "index", args.max_batch)
+        rows = []
+        try:
+            for concurrency in args.concurrency:
+                throughput, latencies = asyncio.run(load(base, images, concurrency, args.requests))
+                rows.append(
+                    {
+                        "concurrency": concurrency,
+                        "req_per_s": throughput,
+                        "p50_ms": 1000 * statistics.median(latencies),
+                        "p99_ms": 1000 * float(np.percentile(latencies, 99)),
+                        "raw_forward_img_per_s": ceiling,
+                        "ratio_to_raw": throughput / ceiling,
+                    }
+                )
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    print_rows(
+        rows,
+        args.json,
+        f"POST /search on uvicorn (loopback, max batch {args.max_batch}) vs raw batched "
+        f"forward in-process; {os.cpu_count()} CPU(s)",
+    )
+    print_rows(search_latency(args.gallery_vectors, 128), args.json, "single-query search latency, 128-d")
+
+
+if __name__ == "__main__":
+    main()
