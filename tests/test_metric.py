@@ -60,6 +60,8 @@ def pools(seed):
 def test_distance_matches_reference(name):
     x, _ = batch(0, normalise=False)
     torch.testing.assert_close(create_distance(name)(x, x[:5]), ref_matrix(name, x, x[:5]))
+    y = x.flip(0)
+    torch.testing.assert_close(create_distance(name).paired(x, y), torch.diagonal(ref_matrix(name, x, y)))
 
 
 @pytest.mark.parametrize("seed", range(5))

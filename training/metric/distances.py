@@ -17,11 +17,16 @@ DISTANCES: Registry[Distance] = Registry("distance")
 
 
 class Distance:
-    """Callable `(x[N, D], y[M, D]) -> [N, M]` dissimilarity matrix."""
+    """Callable `(x[N, D], y[M, D]) -> [N, M]` dissimilarity matrix; `paired` for matching rows."""
 
     name: str
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def paired(self, x: Tensor, y: Tensor) -> Tensor:
+        """Dissimilarity of row i of x with row i of y, `[T]`: what a loss needs for T mined
+        tuples, without the full matrix (and its backward) that only the miner needs."""
         raise NotImplementedError
 
 
@@ -34,6 +39,9 @@ class CosineDistance(Distance):
         y = torch.nn.functional.normalize(y, dim=1)
         return 1.0 - x @ y.T
 
+    def paired(self, x: Tensor, y: Tensor) -> Tensor:
+        return 1.0 - torch.nn.functional.cosine_similarity(x, y, dim=1, eps=1e-12)
+
 
 @DISTANCES.register("squared_euclidean")
 class SquaredEuclideanDistance(Distance):
@@ -45,6 +53,9 @@ class SquaredEuclideanDistance(Distance):
         sq = (x * x).sum(1, keepdim=True) + (y * y).sum(1) - 2.0 * (x @ y.T)
         return sq.clamp_min(0.0)
 
+    def paired(self, x: Tensor, y: Tensor) -> Tensor:
+        return ((x - y) ** 2).sum(1)
+
 
 @DISTANCES.register("euclidean")
 class EuclideanDistance(SquaredEuclideanDistance):
@@ -52,7 +63,13 @@ class EuclideanDistance(SquaredEuclideanDistance):
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         # sqrt has an infinite slope at 0 (an anchor against itself): clamp, and report exact zeros.
-        sq = super().__call__(x, y)
+        return self._safe_sqrt(super().__call__(x, y))
+
+    def paired(self, x: Tensor, y: Tensor) -> Tensor:
+        return self._safe_sqrt(super().paired(x, y))
+
+    @staticmethod
+    def _safe_sqrt(sq: Tensor) -> Tensor:
         return torch.where(sq > 1e-12, sq.clamp_min(1e-12).sqrt(), torch.zeros_like(sq))
 
 

@@ -53,8 +53,11 @@ class MetricLoss(torch.nn.Module):
 
     def tuple_distances(self, embeddings: Tensor, pool: Pool, mined: Triplets) -> tuple[Tensor, Tensor]:
         """d(a, p) and d(a, n) for each mined triplet, computed only for the rows needed."""
-        dist = self.distance(embeddings, pool.embeddings)
-        return dist[mined.anchor, mined.positive], dist[mined.anchor, mined.negative]
+        anchors = embeddings[mined.anchor]
+        return (
+            self.distance.paired(anchors, pool.embeddings[mined.positive]),
+            self.distance.paired(anchors, pool.embeddings[mined.negative]),
+        )
 
 
 @LOSSES.register("triplet")
@@ -90,13 +93,13 @@ class ContrastiveLoss(MetricLoss):
         self.neg_margin = neg_margin
 
     def compute(self, embeddings: Tensor, pool: Pool, mined: Triplets) -> Tensor:
-        dist = self.distance(embeddings, pool.embeddings)
         n_pool = pool.labels.shape[0]
         pos = torch.unique(mined.anchor * n_pool + mined.positive)
         neg = torch.unique(mined.anchor * n_pool + mined.negative)
-        flat = dist.reshape(-1)
-        pos_loss = torch.relu(flat[pos] - self.pos_margin)
-        neg_loss = torch.relu(self.neg_margin - flat[neg])
+        d_pos = self.distance.paired(embeddings[pos // n_pool], pool.embeddings[pos % n_pool])
+        d_neg = self.distance.paired(embeddings[neg // n_pool], pool.embeddings[neg % n_pool])
+        pos_loss = torch.relu(d_pos - self.pos_margin)
+        neg_loss = torch.relu(self.neg_margin - d_neg)
         return mean_of_positive(pos_loss, embeddings) + mean_of_positive(neg_loss, embeddings)
 
 

@@ -72,11 +72,12 @@ class SemiHardMiner(Miner):
 
     def mine(self, dist: Tensor, pos: Tensor, neg: Tensor) -> Triplets:
         a, p = pos.nonzero(as_tuple=True)
-        d_ap = dist[a, p, None]
-        d_an = dist[a]  # [pairs, M]
-        semihard = neg[a] & (d_an > d_ap) & (d_an < d_ap + self.margin)
-        closest, n = d_an.masked_fill(~semihard, float("inf")).min(dim=1)
-        keep = torch.isfinite(closest)
+        d_ap = dist[a, p]
+        d_an = dist.masked_fill(~neg, float("inf"))[a]  # [pairs, M], non-negatives at +inf
+        # Closest negative farther than the positive; the margin is checked on that one value
+        # per pair afterwards, which keeps the [pairs, M] work to one compare and one min.
+        closest, n = torch.where(d_an > d_ap[:, None], d_an, float("inf")).min(dim=1)
+        keep = closest < d_ap + self.margin
         return Triplets(a[keep], p[keep], n[keep])
 
 
