@@ -14,10 +14,7 @@ import argparse
 import asyncio
 import io
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,8 +27,7 @@ from bench.table import print_rows
 from index.build import build_index
 from index.kinds import create_kind
 from lookalike.bundle import load_bundle
-
-ROOT = Path(__file__).resolve().parents[1]
+from service.launcher import start_server, stop_server
 
 
 def default_bundle(directory: Path) -> Path:
@@ -92,40 +88,6 @@ async def load(base: str, images: list[bytes], concurrency: int, total: int) -> 
         await asyncio.gather(*[worker(client) for _ in range(concurrency)])
         elapsed = time.perf_counter() - start
     return total / elapsed, latencies
-
-
-def start_server(bundle: Path, index: Path, max_batch: int) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "LOOKALIKE_MAX_BATCH": str(max_batch)}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lookalike.cli",
-            "serve",
-            "--bundle",
-            str(bundle),
-            "--index",
-            str(index),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return process, base
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("server did not start")
 
 
 def search_latency(n_vectors: int, dim: int, queries: int = 200) -> list[dict]:
@@ -192,7 +154,7 @@ def http_throughput(args: argparse.Namespace) -> None:
             (tmp_path / "gallery" / f"item{n % 10}" / f"{n}.jpg").write_bytes(data)
         build_index(bundle, tmp_path / "gallery", tmp_path / "index")
         ceiling = raw_forward_throughput(bundle, images, args.max_batch)
-        process, base = start_server(bundle, tmp_path / "index", args.max_batch)
+        process, base = start_server(bundle, tmp_path / "index", env={"LOOKALIKE_MAX_BATCH": str(args.max_batch)})
         rows = []
         try:
             for concurrency in args.concurrency:
@@ -208,8 +170,7 @@ def http_throughput(args: argparse.Namespace) -> None:
                     }
                 )
         finally:
-            process.terminate()
-            process.wait(timeout=30)
+            stop_server(process)
     print_rows(
         rows,
         args.json,

@@ -42,8 +42,8 @@ export CONTAINERS_CONF="$WORK/containers.conf"
 
 log "base image (Debian bookworm + python3, made locally: no registry is reachable)"
 if ! podman image exists localhost/lookalike-base:bookworm; then
-  mirror=$(grep -rhoE 'https?://[^ ]*debian[^ ]*' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
-           | grep -v security | head -1)
+  mirror=$(grep -rhE '^(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
+           | grep -oE 'https?://[^ ]*debian[^ ]*' | grep -v security | head -1 || true)
   rm -rf "$WORK/rootfs"
   debootstrap --variant=minbase --include=python3,python3-pip,python3-venv,ca-certificates bookworm "$WORK/rootfs" \
     "${mirror:-http://deb.debian.org/debian}"

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -54,21 +51,13 @@ def write_digits(root: Path) -> Path:
     return root
 
 
-def free_port(preferred: int) -> int:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", preferred))
-        except OSError:
-            sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def step(title: str) -> None:
     print(f"\n=== {title}", flush=True)
 
 
 def run_demo(args: argparse.Namespace) -> int:
     from index.build import build_index
+    from service.launcher import start_server, stop_server
     from training.config import TrainConfig
     from training.loop import train
 
@@ -97,34 +86,8 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"{built.size} images of {built.manifest.labels} labels in {built.directory}")
 
     step("3/4 starting the service")
-    port = free_port(args.port)
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lookalike.cli",
-            "serve",
-            "--bundle",
-            str(bundle),
-            "--index",
-            str(index_root),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ]
-    )
-    base = f"http://127.0.0.1:{port}"
+    server, base = start_server(bundle, index_root, port=args.port)
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None:
-                raise RuntimeError("the service exited during start-up; see its log above")
-            time.sleep(0.2)
         print(f"serving on {base} (docs: {base}/docs)")
 
         step("4/4 asking it questions")
@@ -156,7 +119,5 @@ def run_demo(args: argparse.Namespace) -> int:
         else:
             print(f"\n(serving stopped; run it again with: lookalike serve --bundle {bundle} --index {index_root})")
     finally:
-        if server.poll() is None:
-            server.terminate()
-            server.wait(timeout=30)
+        stop_server(server)
     return 0

@@ -10,6 +10,10 @@ class ErrorBody(BaseModel):
     detail: str = Field(description="what is wrong, for a person")
 
 
+IMAGE_ERRORS: dict[int | str, dict] = {status: {"model": ErrorBody} for status in (400, 401, 413, 415, 422)}
+"""What an image endpoint can answer besides 200, for the OpenAPI docs."""
+
+
 class Match(BaseModel):
     id: int
     label: str

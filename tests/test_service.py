@@ -9,9 +9,6 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -26,6 +23,7 @@ from index.build import add_to_index, build_index
 from lookalike.bundle import load_bundle
 from lookalike.images import open_rgb
 from service.app import create_app
+from service.launcher import start_server, stop_server
 from service.settings import Settings
 from tests.conftest import write_image
 
@@ -39,53 +37,14 @@ def index_root(tmp_path_factory, tiny_bundle, gallery) -> Path:
     return root
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_bundle, index_root):
     """A real `lookalike serve` process on loopback."""
-    port = free_port()
-    env = {**os.environ, "LOOKALIKE_RELOAD_INTERVAL_S": "0.2", "LOOKALIKE_MAX_WAIT_MS": "10"}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lookalike.cli",
-            "serve",
-            "--bundle",
-            str(tiny_bundle),
-            "--index",
-            str(index_root),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    process, base = start_server(
+        tiny_bundle, index_root, quiet=True, env={"LOOKALIKE_RELOAD_INTERVAL_S": "0.2", "LOOKALIKE_MAX_WAIT_MS": "10"}
     )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited early: {process.stdout.read().decode()[-2000:]}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
-        process.kill()
-        pytest.fail("server did not become ready in time")
     yield base
-    process.terminate()
-    process.wait(timeout=20)
+    stop_server(process)
 
 
 @pytest.fixture

@@ -12,10 +12,12 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -34,8 +36,12 @@ from training.sampler import PKSampler
 log = logging.getLogger(__name__)
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Train, evaluate every epoch, export the best model. Returns the summary it logs."""
+def train(cfg: TrainConfig, criterion: Callable[[Tensor, Tensor], Tensor] | None = None) -> dict:
+    """Train, evaluate every epoch, export the best model. Returns the summary it logs.
+
+    `criterion` replaces the one the config names (any `(embeddings, labels) -> loss`): the
+    accuracy benchmark drops pytorch-metric-learning's miner and loss in this way.
+    """
     device = resolve_device(cfg.device)
     dist = init_distributed(device.type)
     if dist.enabled and device.type == "cuda":
@@ -62,7 +68,7 @@ def train(cfg: TrainConfig) -> dict:
         collate_fn=collate,
         persistent_workers=cfg.workers > 0,
     )
-    criterion = create_criterion(cfg.loss, cfg.miner, cfg.synthesis, cfg.distance, cfg.margin)
+    criterion = criterion or create_criterion(cfg.loss, cfg.miner, cfg.synthesis, cfg.distance, cfg.margin)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total_steps = cfg.epochs * len(sampler)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

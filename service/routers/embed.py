@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, UploadFile
 
 from service.deps import State
 from service.routers.common import embed_uploads
-from service.schemas import EmbedResponse, ErrorBody
+from service.schemas import IMAGE_ERRORS, EmbedResponse
 
 router = APIRouter(tags=["embed"])
 
@@ -16,12 +16,7 @@ router = APIRouter(tags=["embed"])
 @router.post(
     "/embed",
     response_model=EmbedResponse,
-    responses={
-        400: {"model": ErrorBody},
-        413: {"model": ErrorBody},
-        415: {"model": ErrorBody},
-        422: {"model": ErrorBody},
-    },
+    responses=IMAGE_ERRORS,
 )
 async def embed(state: State, image: Annotated[UploadFile, File()]) -> EmbedResponse:
     vector = (await embed_uploads(state, image))[0]

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from service.deps import LiveIndex, State
 from service.errors import ApiError
 from service.routers.common import embed_uploads
-from service.schemas import ErrorBody, IdentityMatch, Match, SearchResponse
+from service.schemas import IMAGE_ERRORS, IdentityMatch, Match, SearchResponse
 
 router = APIRouter(tags=["search"])
 
@@ -18,12 +18,7 @@ router = APIRouter(tags=["search"])
 @router.post(
     "/search",
     response_model=SearchResponse,
-    responses={
-        400: {"model": ErrorBody},
-        413: {"model": ErrorBody},
-        415: {"model": ErrorBody},
-        422: {"model": ErrorBody},
-    },
+    responses=IMAGE_ERRORS,
 )
 async def search(
     state: State,

@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, UploadFile
 
 from service.deps import State
 from service.routers.common import embed_uploads
-from service.schemas import ErrorBody, VerifyResponse
+from service.schemas import IMAGE_ERRORS, VerifyResponse
 
 router = APIRouter(tags=["verify"])
 
@@ -16,12 +16,7 @@ router = APIRouter(tags=["verify"])
 @router.post(
     "/verify",
     response_model=VerifyResponse,
-    responses={
-        400: {"model": ErrorBody},
-        413: {"model": ErrorBody},
-        415: {"model": ErrorBody},
-        422: {"model": ErrorBody},
-    },
+    responses=IMAGE_ERRORS,
 )
 async def verify(
     state: State, image_a: Annotated[UploadFile, File()], image_b: Annotated[UploadFile, File()]

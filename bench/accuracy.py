@@ -1,0 +1,308 @@
+"""Accuracy on real data: our training recipes against each other, against pytorch-metric-learning's
+semi-hard miner + loss dropped into the same loop, and against raw pixels + PCA, at one budget.
+
+    python -m bench.accuracy run --datasets cars lfw --seeds 0 1 2 [--epochs 15] [--backbone resnet10t]
+    python -m bench.accuracy report          # docs/results.md and docs/*.png from the results file
+
+`run` appends one JSON line per (dataset, method, seed) to docs/results.jsonl and skips those
+already there, so an interrupted run resumes where it stopped. Protocols:
+- cars: Cars196 subset (6 images/class), classes 1-98 train, 99-196 test; Recall@K, MAP@R.
+- lfw: identities split by a stable hash of the name; official pairs.txt 10-fold accuracy on the
+  pairs whose identities are all in the test part; Recall@K and MAP@R over test identities
+  with 2+ images; TAR at FAR=1e-3. Faces are centre-cropped (the central ~110 of 250 px).
+- att: AT&T s1-s30 train, s31-s40 test; a smoke test (raw pixels are already near-perfect).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lookalike.bundle import load_bundle
+from lookalike.images import Preprocessing, open_rgb, preprocess
+from training.config import TrainConfig
+from training.data import scan_folder, split_classes
+from training.evaluate import read_pairs
+from training.loop import train
+from training.metrics import retrieval_metrics, verification_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "docs" / "results.jsonl"
+
+DATASETS = {
+    "cars": {
+        "folder": "stanford_cars_train_crops_subset",
+        "split": "sorted",
+        "train_fraction": 0.5,
+        "crop_fraction": 1.0,
+    },
+    "lfw": {"folder": "lfw", "split": "hash", "train_fraction": 0.5, "crop_fraction": 0.44, "pairs": "pairs.txt"},
+    "att": {"folder": "att_faces", "split": "sorted", "train_fraction": 0.75, "crop_fraction": 1.0},
+}
+METHODS = {
+    "semihard": {"loss": "triplet", "miner": "semihard", "synthesis": False},
+    "semihard+synthesis": {"loss": "triplet", "miner": "semihard", "synthesis": True},
+    "contrastive": {"loss": "contrastive", "miner": "batch_hard", "synthesis": False},
+    "contrastive+synthesis": {"loss": "contrastive", "miner": "batch_hard", "synthesis": True},
+    "batch_hard": {"loss": "triplet", "miner": "batch_hard", "synthesis": False},
+    "pml_semihard": {"loss": "triplet", "miner": "semihard", "synthesis": False, "pml": True},
+    "pixels_pca": {"pixels": True},
+}
+
+
+def pml_criterion(margin: float):
+    from pytorch_metric_learning import losses, miners
+
+    miner = miners.TripletMarginMiner(margin=margin, type_of_triplets="semihard")
+    loss = losses.TripletMarginLoss(margin=margin)
+    return lambda embeddings, labels: loss(embeddings, labels, miner(embeddings, labels))
+
+
+def test_split(name: str) -> tuple[dict, dict, dict]:
+    """(train classes, all test classes, test classes with 2+ images) of a dataset."""
+    spec = DATASETS[name]
+    classes = scan_folder(SHARED / spec["folder"] / "images")
+    train_names, test_names = split_classes(list(classes), spec["train_fraction"], spec["split"])
+    test = {n: classes[n] for n in test_names}
+    return {n: classes[n] for n in train_names}, test, {n: v for n, v in test.items() if len(v) >= 2}
+
+
+def evaluate(name: str, embed) -> dict:
+    """Final metrics with `embed(list of paths) -> unit vectors [N, D]`."""
+    _, test, retrievable = test_split(name)
+    paths = [p for files in retrievable.values() for p in files]
+    labels = np.array([i for i, files in enumerate(retrievable.values()) for _ in files])
+    vectors = embed(paths)
+    result = retrieval_metrics(vectors, labels, nmi=len(retrievable) <= 200)
+    pairs_file = DATASETS[name].get("pairs")
+    if pairs_file:
+        root = SHARED / DATASETS[name]["folder"]
+        pairs = [
+            p
+            for p in read_pairs(root / pairs_file, root / "images")
+            if p.a.parent.name in test and p.b.parent.name in test
+        ]
+        needed = sorted({p for pair in pairs for p in (pair.a, pair.b)})
+        lookup = dict(zip(needed, embed(needed), strict=True))
+        scores = np.array([float(lookup[p.a] @ lookup[p.b]) for p in pairs])
+        same = np.array([p.same for p in pairs])
+        verification = verification_metrics(scores, same, np.array([p.fold for p in pairs]))
+        from sklearn.metrics import roc_curve
+
+        far, tar, _ = roc_curve(same, scores)
+        keep = np.unique(np.linspace(0, len(far) - 1, 200).astype(int))
+        result.update({f"pairs_{k}": v for k, v in verification.items()})
+        result["roc"] = {"far": far[keep].round(5).tolist(), "tar": tar[keep].round(5).tolist()}
+    return result
+
+
+def run_training(name: str, method: str, seed: int, args: argparse.Namespace) -> dict:
+    spec, recipe = DATASETS[name], METHODS[method]
+    out = ROOT / "runs" / "accuracy" / name / method / f"seed{seed}"
+    cfg = TrainConfig(
+        data=SHARED / spec["folder"] / "images",
+        out=out,
+        split=spec["split"],
+        train_fraction=spec["train_fraction"],
+        crop_fraction=spec["crop_fraction"],
+        backbone=args.backbone,
+        image_size=args.image_size,
+        embedding_size=args.embedding_size,
+        loss=recipe["loss"],
+        miner=recipe["miner"],
+        synthesis=recipe["synthesis"],
+        classes_per_batch=args.classes_per_batch,
+        samples_per_class=args.samples_per_class,
+        epochs=args.epochs,
+        lr=args.lr,
+        seed=seed,
+        workers=args.workers,
+    )
+    started = time.perf_counter()
+    train(cfg, criterion=pml_criterion(cfg.margin) if recipe.get("pml") else None)
+    total = time.perf_counter() - started
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    encoder = load_bundle(out / "bundle")
+    result = evaluate(name, lambda paths: encoder.embed([open_rgb(p) for p in paths]))
+    return {
+        **result,
+        "recall@1_per_epoch": [r["recall@1"] for r in rows],
+        "epoch_seconds": statistics.mean(r["epoch_seconds"] for r in rows[1:]),
+        "train_seconds": total,
+    }
+
+
+def run_pixels(name: str, args: argparse.Namespace) -> dict:
+    """Raw pixels (grey, same crop and size as training) projected by PCA fitted on the train part."""
+    from sklearn.decomposition import PCA
+
+    spec = Preprocessing(
+        image_size=args.image_size, mean=(0.5,) * 3, std=(0.5,) * 3, crop_fraction=DATASETS[name]["crop_fraction"]
+    )
+
+    def pixels(paths):
+        return np.stack([preprocess(open_rgb(p).convert("L"), spec)[0].ravel() for p in paths])
+
+    train_classes, _, _ = test_split(name)
+    train_paths = [p for files in train_classes.values() for p in files][:5000]
+    pca = PCA(n_components=min(args.embedding_size, len(train_paths)), random_state=0).fit(pixels(train_paths))
+
+    def embed(paths):
+        vectors = pca.transform(pixels(paths)).astype(np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    return {**evaluate(name, embed), "epoch_seconds": 0.0, "train_seconds": 0.0}
+
+
+def command_run(args: argparse.Namespace) -> None:
+    RESULTS.parent.mkdir(exist_ok=True)
+    done = set()
+    if RESULTS.exists():
+        done = {(r["dataset"], r["method"], r["seed"]) for r in map(json.loads, RESULTS.read_text().splitlines())}
+    jobs = [(d, m, s) for d in args.datasets for m in args.methods for s in (args.seeds if m != "pixels_pca" else [0])]
+    for number, (name, method, seed) in enumerate(jobs, 1):
+        if (name, method, seed) in done:
+            continue
+        print(f"[{number}/{len(jobs)}] {name} {method} seed {seed}", flush=True)
+        torch.manual_seed(seed)
+        result = run_pixels(name, args) if method == "pixels_pca" else run_training(name, method, seed, args)
+        budget = {
+            k: getattr(args, k)
+            for k in (
+                "backbone",
+                "image_size",
+                "embedding_size",
+                "epochs",
+                "lr",
+                "classes_per_batch",
+                "samples_per_class",
+            )
+        }
+        with RESULTS.open("a") as handle:
+            handle.write(
+                json.dumps(
+                    {
+                        "dataset": name,
+                        "method": method,
+                        "seed": seed,
+                        "budget": budget,
+                        "device": "cuda" if torch.cuda.is_available() else "cpu",
+                        **result,
+                    }
+                )
+                + "\n"
+            )
+    command_report(args)
+
+
+def mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def command_report(_: argparse.Namespace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in RESULTS.read_text().splitlines()]
+    lines = [
+        "# Accuracy on real data",
+        "",
+        "Generated by `python -m bench.accuracy report` from `docs/results.jsonl` "
+        "(reproduce with `python -m bench.accuracy run`; see its `--help`). Mean ± std over seeds.",
+        "",
+    ]
+    for name in DATASETS:
+        subset = [r for r in rows if r["dataset"] == name]
+        if not subset:
+            continue
+        budget = next((r["budget"] for r in subset if r["method"] != "pixels_pca"), subset[0]["budget"])
+        lines += [f"## {name}", "", f"Budget: `{json.dumps(budget)}` on {subset[0]['device']}.", ""]
+        verification = name == "lfw"
+        header = ["method", "seeds", "R@1", "R@2", "R@4", "R@8", "MAP@R"]
+        header += ["pairs acc", "TAR@FAR=1e-3", "pairs"] if verification else []
+        header += ["s/epoch", "train min"]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        fig, ax = plt.subplots(figsize=(7, 4))
+        roc_fig, roc_ax = plt.subplots(figsize=(5, 5))
+        for method in METHODS:
+            runs = [r for r in subset if r["method"] == method]
+            if not runs:
+                continue
+            cells = [method, str(len(runs))] + [
+                mean_std([r[k] for r in runs]) for k in ("recall@1", "recall@2", "recall@4", "recall@8", "map@r")
+            ]
+            if verification:
+                cells += [
+                    mean_std([r["pairs_accuracy"] for r in runs]),
+                    mean_std([r["pairs_tar@far=1e-3"] for r in runs]),
+                    str(runs[0]["pairs_pairs"]),
+                ]
+                roc_ax.plot(runs[0]["roc"]["far"], runs[0]["roc"]["tar"], label=method)
+            cells += [
+                f"{statistics.mean(r['epoch_seconds'] for r in runs):.1f}",
+                f"{statistics.mean(r['train_seconds'] for r in runs) / 60:.1f}",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+            curves = [r["recall@1_per_epoch"] for r in runs if "recall@1_per_epoch" in r]
+            if curves:
+                ax.plot(np.mean(curves, axis=0), marker="o", label=method)
+        ax.set(
+            title=f"{name}: held-out Recall@1 per epoch (mean over seeds; 0 = untrained)",
+            xlabel="epoch",
+            ylabel="Recall@1",
+        )
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(ROOT / "docs" / f"recall_{name}.png", dpi=100)
+        lines += ["", f"![Recall@1 per epoch]({f'recall_{name}.png'})", ""]
+        if verification:
+            roc_ax.set(xscale="log", xlim=(1e-3, 1), title="LFW test-identity pairs: ROC", xlabel="FAR", ylabel="TAR")
+            roc_ax.legend(fontsize=8)
+            roc_fig.tight_layout()
+            roc_fig.savefig(ROOT / "docs" / "roc_lfw.png", dpi=100)
+            lines += ["![ROC](roc_lfw.png)", ""]
+        plt.close("all")
+    (ROOT / "docs" / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser(
+        "run",
+        help="train and evaluate; append to docs/results.jsonl",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    run.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=["cars", "lfw"])
+    run.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    run.add_argument("--backbone", default="resnet10t")
+    run.add_argument("--image-size", type=int, default=64)
+    run.add_argument("--embedding-size", type=int, default=128)
+    run.add_argument("--classes-per-batch", type=int, default=8)
+    run.add_argument("--samples-per-class", type=int, default=4)
+    run.add_argument("--epochs", type=int, default=15)
+    run.add_argument("--lr", type=float, default=3e-3)
+    run.add_argument("--workers", type=int, default=2)
+    run.set_defaults(handler=command_run)
+    commands.add_parser("report", help="render docs/results.md and plots").set_defaults(handler=command_report)
+    args = parser.parse_args()
+    if not SHARED.is_dir():
+        parser.exit(2, f"error: the datasets are not here: {SHARED} is missing\n")
+    args.handler(args)
+
+
+if __name__ == "__main__":
+    main()
