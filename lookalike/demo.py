@@ -9,11 +9,14 @@ inside scikit-learn: no download), written out as a class-per-folder image tree.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from pathlib import Path
 
 import httpx
+
+from lookalike.images import is_image_file
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -81,8 +84,17 @@ def run_demo(args: argparse.Namespace) -> int:
     print(json.dumps(summary, indent=2))
 
     step("2/4 building the index")
+    # One image per class stays out of the gallery, so the queries below are unseen photos.
+    classes = sorted(p for p in data.iterdir() if p.is_dir())
+    images = {c: sorted(p for p in c.iterdir() if p.is_file() and is_image_file(p)) for c in classes}
+    queries = {c: files[-1] for c, files in images.items()}
+    manifest = work / "gallery.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label"])
+        writer.writerows([p.resolve(), c.name] for c, files in images.items() for p in files[:-1])
     bundle, index_root = work / "run" / "bundle", work / "index"
-    built = build_index(bundle, data, index_root)
+    built = build_index(bundle, manifest, index_root)
     print(f"{built.size} images of {built.manifest.labels} labels in {built.directory}")
 
     step("3/4 starting the service")
@@ -91,10 +103,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"serving on {base} (docs: {base}/docs)")
 
         step("4/4 asking it questions")
-        classes = sorted(p for p in data.iterdir() if p.is_dir())
-        query = sorted(p for p in classes[-1].iterdir() if p.is_file())[-1]
-        same = sorted(p for p in classes[-1].iterdir() if p.is_file())[0]
-        other = sorted(p for p in classes[0].iterdir() if p.is_file())[0]
+        query, same, other = queries[classes[-1]], images[classes[-1]][0], images[classes[0]][0]
         answer = httpx.post(f"{base}/search?k=5", files={"image": (query.name, query.read_bytes())}).json()
         print(f"POST /search  {query}")
         print(

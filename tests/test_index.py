@@ -144,3 +144,48 @@ def test_corrupted_bundle_is_refused(tmp_path, tiny_bundle):
         load_bundle(copy)
     with pytest.raises(BundleError, match="missing"):
         load_bundle(Path(tmp_path / "nowhere"))
+
+
+def run_cli(*args: str):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run(
+        [sys.executable, "-m", "lookalike.cli", *args], cwd=root, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_cli_errors_are_messages_not_tracebacks(tmp_path, tiny_bundle, gallery):
+    cases = [
+        (
+            ["index", "build", "--bundle", str(tmp_path / "nope"), "--gallery", str(gallery), "--out", str(tmp_path)],
+            "not a bundle",
+        ),
+        (
+            ["index", "build", "--bundle", str(tiny_bundle), "--gallery", str(tmp_path / "g"), "--out", str(tmp_path)],
+            "neither a folder nor a .csv",
+        ),
+        (["index", "remove", "--index", str(tmp_path / "i")], "say what to remove"),
+        (["index", "info", "--index", str(tmp_path / "i")], "no published index"),
+        (["serve", "--bundle", str(tiny_bundle), "--index", str(tmp_path / "i")], "no published index"),
+    ]
+    for args, message in cases:
+        result = run_cli(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    built = run_cli(
+        "index",
+        "build",
+        "--bundle",
+        str(tiny_bundle),
+        "--gallery",
+        str(gallery),
+        "--out",
+        str(tmp_path / "ok"),
+        "--kind",
+        "hnsw",
+    )
+    assert built.returncode == 0, built.stderr
+    info = run_cli("index", "info", "--index", str(tmp_path / "ok"))
+    assert '"kind": "hnsw"' in info.stdout and '"count": 20' in info.stdout
