@@ -63,7 +63,7 @@ log "a bundle and a gallery to serve"
 if [ ! -f "$WORK/run/bundle/bundle.json" ]; then
   "$BIN/python" -c "from lookalike.demo import write_digits; from pathlib import Path; write_digits(Path('$WORK/digits'))"
   "$BIN/lookalike" train --data "$WORK/digits" --out "$WORK/run" --backbone test_resnet --image-size 32 \
-    --embedding-size 32 --epochs 1 --train-fraction 0.6 --workers 0
+    --embedding-size 32 --epochs 1 --train-fraction 0.6 --classes-per-batch 4 --samples-per-class 8 --workers 0
 fi
 
 log "compose stack up (indexer job, then api)"
