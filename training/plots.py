@@ -21,7 +21,8 @@ def plot_metrics(metrics_file: Path, out: Path) -> None:
     ax_loss.set(title="training loss", xlabel="epoch", ylabel="loss")
     for k in RECALL_KS:
         ax_recall.plot([r["epoch"] for r in rows], [r[f"recall@{k}"] for r in rows], marker="o", label=f"Recall@{k}")
-    ax_recall.set(title="held-out classes (epoch 0 = untrained)", xlabel="epoch", ylabel="recall", ylim=(0, 1.02))
+    ax_recall.plot([r["epoch"] for r in rows], [r["map@r"] for r in rows], "k--", marker="s", label="MAP@R")
+    ax_recall.set(title="held-out classes (epoch 0 = untrained)", xlabel="epoch", ylabel="score", ylim=(0, 1.02))
     ax_recall.legend(loc="lower right")
     for ax in (ax_loss, ax_recall):
         ax.grid(alpha=0.3)
