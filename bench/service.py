@@ -14,12 +14,12 @@ import argparse
 import asyncio
 import io
 import os
+import re
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 from PIL import Image
 
@@ -68,26 +68,57 @@ def raw_forward_throughput(bundle: Path, images: list[bytes], batch: int, second
     return done / (time.perf_counter() - start)
 
 
+def multipart(image: bytes, boundary: str = "lookalikebenchboundary") -> tuple[bytes, str]:
+    """A /search request body, encoded once: the load generator then only writes bytes."""
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="q.jpg"\r\n'
+            f"Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + image
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
 async def load(base: str, images: list[bytes], concurrency: int, total: int) -> tuple[float, list[float]]:
+    """`concurrency` keep-alive connections sending pre-encoded requests, as wrk does: the load
+    generator shares this machine's cores with the server, so it must cost next to nothing."""
+    host, port = base.removeprefix("http://").split(":")
+    requests = []
+    for image in images:
+        body, content_type = multipart(image)
+        head = (
+            f"POST /search?k=5 HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        requests.append(head + body)
     latencies: list[float] = []
-    queue = iter(range(total))
+    counter = iter(range(total))
 
-    async def worker(client: httpx.AsyncClient) -> None:
-        for n in queue:
-            start = time.perf_counter()
-            response = await client.post(f"{base}/search?k=5", files={"image": ("q.jpg", images[n % len(images)])})
-            response.raise_for_status()
-            latencies.append(time.perf_counter() - start)
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            for n in counter:
+                start = time.perf_counter()
+                writer.write(requests[n % len(requests)])
+                header = await reader.readuntil(b"\r\n\r\n")
+                status = int(header.split(b" ", 2)[1])
+                length = int(re.search(rb"(?i)content-length: *(\d+)", header).group(1))
+                await reader.readexactly(length)
+                if status != 200:
+                    raise RuntimeError(f"/search answered {status}")
+                latencies.append(time.perf_counter() - start)
+        finally:
+            writer.close()
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-        await asyncio.gather(*[worker(client) for _ in range(min(concurrency, 4))])  # warm-up
-        latencies.clear()
-        queue = iter(range(total))
-        start = time.perf_counter()
-        await asyncio.gather(*[worker(client) for _ in range(concurrency)])
-        elapsed = time.perf_counter() - start
-    return total / elapsed, latencies
+    counter = iter(range(min(total, 4 * concurrency)))  # warm-up
+    await asyncio.gather(*[connection() for _ in range(concurrency)])
+    latencies.clear()
+    counter = iter(range(total))
+    start = time.perf_counter()
+    await asyncio.gather(*[connection() for _ in range(concurrency)])
+    return total / (time.perf_counter() - start), latencies
 
 
 def search_latency(n_vectors: int, dim: int, queries: int = 200) -> list[dict]:
