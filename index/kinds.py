@@ -22,7 +22,6 @@ INDEX_KINDS: Registry[IndexKind] = Registry("index kind")
 
 class IndexKind:
     name: str
-    min_vectors = 1
 
     def create(self, dim: int, training: np.ndarray) -> faiss.Index:
         """An empty id-mapped index, trained on `training` if the kind needs it."""

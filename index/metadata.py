@@ -44,9 +44,6 @@ class MetadataStore:
         self._db = sqlite3.connect(path, check_same_thread=False)
         self._db.executescript(SCHEMA)
 
-    def close(self) -> None:
-        self._db.close()
-
     def add(self, entries: Iterable[Entry]) -> None:
         rows = [(e.id, e.label, e.path, e.added, json.dumps(e.metadata) if e.metadata else None) for e in entries]
         with self._lock, self._db:

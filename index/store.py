@@ -161,6 +161,3 @@ class GalleryIndex:
         probe = np.full((1, self.manifest.embedding_size), self.manifest.embedding_size**-0.5, dtype=np.float32)
         if self.size and not self.search(probe, 1)[0]:
             raise RuntimeError("index search returned no result from a non-empty index")
-
-    def close(self) -> None:
-        self.metadata.close()

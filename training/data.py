@@ -71,8 +71,7 @@ class ImageDataset(Dataset):
     """(image tensor, label) pairs; an unreadable image yields None and is dropped by `collate`."""
 
     def __init__(self, classes: dict[str, list[Path]], transform) -> None:
-        self.class_names = list(classes)
-        self.samples = [Sample(path, label) for label, name in enumerate(self.class_names) for path in classes[name]]
+        self.samples = [Sample(path, label) for label, files in enumerate(classes.values()) for path in files]
         self.transform = transform
 
     def __len__(self) -> int:
