@@ -55,6 +55,8 @@ METHODS = {
     "pml_semihard": {"loss": "triplet", "miner": "semihard", "synthesis": False, "pml": True},
     "pixels_pca": {"pixels": True},
 }
+BUDGET = ("backbone", "image_size", "embedding_size", "epochs", "lr", "classes_per_batch", "samples_per_class")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def pml_criterion(margin: float):
@@ -124,6 +126,7 @@ def run_training(name: str, method: str, seed: int, args: argparse.Namespace) ->
         lr=args.lr,
         seed=seed,
         workers=args.workers,
+        cache_images=True,
     )
     started = time.perf_counter()
     train(cfg, criterion=pml_criterion(cfg.margin) if recipe.get("pml") else None)
@@ -163,43 +166,29 @@ def run_pixels(name: str, args: argparse.Namespace) -> dict:
 
 def command_run(args: argparse.Namespace) -> None:
     RESULTS.parent.mkdir(exist_ok=True)
+    budget = {k: getattr(args, k) for k in BUDGET}
     done = set()
     if RESULTS.exists():
-        done = {(r["dataset"], r["method"], r["seed"]) for r in map(json.loads, RESULTS.read_text().splitlines())}
+        done = {
+            run_key(r["dataset"], r["method"], r["seed"], r["budget"])
+            for r in map(json.loads, RESULTS.read_text().splitlines())
+        }
     jobs = [(d, m, s) for d in args.datasets for m in args.methods for s in (args.seeds if m != "pixels_pca" else [0])]
     for number, (name, method, seed) in enumerate(jobs, 1):
-        if (name, method, seed) in done:
+        if run_key(name, method, seed, budget) in done:
             continue
         print(f"[{number}/{len(jobs)}] {name} {method} seed {seed}", flush=True)
         torch.manual_seed(seed)
         result = run_pixels(name, args) if method == "pixels_pca" else run_training(name, method, seed, args)
-        budget = {
-            k: getattr(args, k)
-            for k in (
-                "backbone",
-                "image_size",
-                "embedding_size",
-                "epochs",
-                "lr",
-                "classes_per_batch",
-                "samples_per_class",
-            )
-        }
+        row = {"dataset": name, "method": method, "seed": seed, "budget": budget, "device": DEVICE, **result}
         with RESULTS.open("a") as handle:
-            handle.write(
-                json.dumps(
-                    {
-                        "dataset": name,
-                        "method": method,
-                        "seed": seed,
-                        "budget": budget,
-                        "device": "cuda" if torch.cuda.is_available() else "cpu",
-                        **result,
-                    }
-                )
-                + "\n"
-            )
+            handle.write(json.dumps(row) + "\n")
     command_report(args)
+
+
+def run_key(dataset: str, method: str, seed: int, budget: dict) -> tuple:
+    """A run is done when this dataset, method and seed ran at this budget (a new budget reruns it)."""
+    return dataset, method, seed, json.dumps(budget, sort_keys=True)
 
 
 def mean_std(values: list[float]) -> str:
@@ -226,7 +215,8 @@ def command_report(_: argparse.Namespace) -> None:
         subset = [r for r in rows if r["dataset"] == name]
         if not subset:
             continue
-        budget = next((r["budget"] for r in subset if r["method"] != "pixels_pca"), subset[0]["budget"])
+        budget = subset[-1]["budget"]  # the newest budget; rows at older budgets stay in the JSONL file only
+        subset = [r for r in subset if r["budget"] == budget]
         lines += [f"## {name}", "", f"Budget: `{json.dumps(budget)}` on {subset[0]['device']}.", ""]
         verification = name == "lfw"
         header = ["method", "seeds", "R@1", "R@2", "R@4", "R@8", "MAP@R"]

@@ -43,7 +43,6 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="train an embedding model and export a bundle",
         description="Train on a folder with one sub-folder per identity/class; "
         "held-out classes are evaluated after every epoch.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     fields = TrainConfig.model_fields
     for name, kind in FLAG_TYPES.items():
@@ -55,9 +54,10 @@ def register(commands: argparse._SubParsersAction) -> None:
             default=None,
             help=f"{field.description or ''} (default: {default})".strip(),
         )
-    for name in ("synthesis", "amp", "compile", "resume"):
+    for name in ("synthesis", "amp", "compile", "cache_images", "resume"):
         train.add_argument(
-            f"--{name}",
+            f"--{name.replace('_', '-')}",
+            dest=name,
             action=argparse.BooleanOptionalAction,
             default=None,
             help=f"{fields[name].description or name} (default: {fields[name].default})",

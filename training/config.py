@@ -32,7 +32,10 @@ class TrainConfig(BaseModel):
 
     loss: str = "triplet"
     miner: str | None = "semihard"
-    synthesis: bool = True
+    synthesis: bool = Field(
+        True,
+        description="Symmetrical Synthesis: mirror same-class pairs; the miner picks among real and synthetic points.",
+    )
     distance: Literal["euclidean", "squared_euclidean", "cosine"] = "euclidean"
     margin: float = Field(0.2, ge=0)
 
@@ -48,6 +51,9 @@ class TrainConfig(BaseModel):
     amp: bool = Field(True, description="bfloat16/float16 autocast on CUDA; ignored on the CPU.")
     compile: bool = Field(False, description="torch.compile the model (CUDA).")
     workers: int = Field(2, ge=0)
+    cache_images: bool = Field(
+        False, description="Decode every image once and keep it in memory (small data sets: epochs at model speed)."
+    )
     seed: int = 0
     resume: bool = False
 

@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
+import os
 import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
+from tqdm import tqdm
 
 from lookalike.images import Preprocessing, central_crop, is_image_file, open_rgb, preprocess
 
@@ -68,11 +75,27 @@ def split_classes(names: list[str], train_fraction: float, rule: str) -> tuple[l
 
 
 class ImageDataset(Dataset):
-    """(image tensor, label) pairs; an unreadable image yields None and is dropped by `collate`."""
+    """(image tensor, label) pairs; an unreadable image yields None and is dropped by `collate`.
 
-    def __init__(self, classes: dict[str, list[Path]], transform) -> None:
+    `prepare(path)` is the deterministic part (decode, crop, shrink); `augment` the random part
+    applied on every access. With `cache`, every image is prepared once up front and kept in
+    memory: small data sets then train at the model's speed instead of the JPEG decoder's.
+    """
+
+    def __init__(
+        self,
+        classes: dict[str, list[Path]],
+        prepare: Callable[[Path], Any],
+        augment: Callable[[Any], torch.Tensor] | None = None,
+        cache: bool = False,
+    ) -> None:
         self.samples = [Sample(path, label) for label, files in enumerate(classes.values()) for path in files]
-        self.transform = transform
+        self.prepare, self.augment = prepare, augment
+        self.cached: list | None = None
+        if cache:
+            with ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as pool:  # decoders release the GIL
+                loads = pool.map(self._prepared, range(len(self.samples)))
+                self.cached = list(tqdm(loads, total=len(self.samples), desc="caching images", leave=False))
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -81,14 +104,19 @@ class ImageDataset(Dataset):
     def labels(self) -> list[int]:
         return [s.label for s in self.samples]
 
-    def __getitem__(self, index: int):
+    def _prepared(self, index: int):
         sample = self.samples[index]
         try:
-            image = open_rgb(sample.path)
+            return self.prepare(sample.path)
         except (OSError, ValueError) as err:
             log.warning("skipping unreadable image %s: %s", sample.path, err)
             return None
-        return self.transform(image), sample.label
+
+    def __getitem__(self, index: int):
+        item = self.cached[index] if self.cached is not None else self._prepared(index)
+        if item is None:
+            return None
+        return (self.augment(item) if self.augment else item), self.samples[index].label
 
 
 def collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -100,11 +128,31 @@ def collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, int]:
     return torch.stack(images), torch.tensor(labels), len(batch) - len(good)
 
 
-def train_transform(spec: Preprocessing) -> v2.Compose:
+def train_prepare(spec: Preprocessing) -> Callable[[Path], Image.Image]:
+    """Decode, cut the central crop and shrink to twice the training size: augmentation never
+    needs more pixels than that, and a 4000 px product photo then costs what a small one does."""
+
+    def prepare(path: Path) -> Image.Image:
+        keep = 2 * spec.image_size
+        with Image.open(path) as image:
+            image.draft("RGB", _fit(image, math.ceil(keep / spec.crop_fraction)))  # JPEG: decode at 1/2..1/8 scale
+            image = central_crop(open_rgb(image), spec.crop_fraction)
+        image.thumbnail(_fit(image, keep))
+        return image
+
+    return prepare
+
+
+def _fit(image: Image.Image, short_side: int) -> tuple[int, int]:
+    """The size with the shorter side at `short_side` and the same aspect (a bound for `thumbnail`)."""
+    scale = short_side / min(image.size)
+    return round(image.width * scale), round(image.height * scale)
+
+
+def train_augment(spec: Preprocessing) -> v2.Compose:
     """Random resized crop, flip and colour jitter on top of the evaluation geometry."""
     return v2.Compose(
         [
-            v2.Lambda(lambda im: central_crop(im, spec.crop_fraction)),
             v2.PILToTensor(),
             v2.RandomResizedCrop(spec.image_size, scale=(0.5, 1.0), antialias=True),
             v2.RandomHorizontalFlip(),
@@ -115,6 +163,6 @@ def train_transform(spec: Preprocessing) -> v2.Compose:
     )
 
 
-def eval_transform(spec: Preprocessing):
+def eval_prepare(spec: Preprocessing) -> Callable[[Path], torch.Tensor]:
     """Exactly the bundle's preprocessing, so evaluation measures what the service will serve."""
-    return lambda image: torch.from_numpy(preprocess(image, spec))
+    return lambda path: torch.from_numpy(preprocess(open_rgb(path), spec))

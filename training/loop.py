@@ -25,7 +25,16 @@ from tqdm import tqdm
 from lookalike.bundle import BundleSpec, write_bundle
 from lookalike.images import Preprocessing
 from training.config import TrainConfig
-from training.data import DataError, ImageDataset, collate, eval_transform, scan_folder, split_classes, train_transform
+from training.data import (
+    DataError,
+    ImageDataset,
+    collate,
+    eval_prepare,
+    scan_folder,
+    split_classes,
+    train_augment,
+    train_prepare,
+)
 from training.distributed import barrier, init_distributed, shutdown
 from training.evaluate import embed_dataset, evaluate_embeddings
 from training.metric.criterion import create_criterion
@@ -51,13 +60,16 @@ def train(cfg: TrainConfig, criterion: Callable[[Tensor, Tensor], Tensor] | None
     out.mkdir(parents=True, exist_ok=True)
 
     train_classes, eval_classes = load_splits(cfg)
-    model = EmbeddingModel(cfg.backbone, cfg.embedding_size, cfg.pretrained).to(device)
+    # channels_last: oneDNN and cuDNN run convolutions faster in NHWC (about 10% on a 2-core CPU)
+    model = EmbeddingModel(cfg.backbone, cfg.embedding_size, cfg.pretrained).to(
+        device, memory_format=torch.channels_last
+    )
     data_config = model.data_config()
     spec = Preprocessing(
         image_size=cfg.image_size, mean=data_config["mean"], std=data_config["std"], crop_fraction=cfg.crop_fraction
     )
-    train_set = ImageDataset(train_classes, train_transform(spec))
-    eval_set = ImageDataset(eval_classes, eval_transform(spec))
+    train_set = ImageDataset(train_classes, train_prepare(spec), train_augment(spec), cache=cfg.cache_images)
+    eval_set = ImageDataset(eval_classes, eval_prepare(spec), cache=cfg.cache_images)
     sampler = PKSampler(
         train_set.labels, cfg.classes_per_batch, cfg.samples_per_class, cfg.seed, dist.rank, dist.world_size
     )
@@ -113,7 +125,7 @@ def train(cfg: TrainConfig, criterion: Callable[[Tensor, Tensor], Tensor] | None
             if len(images) == 0:
                 continue
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                embeddings = net(images.to(device, non_blocking=True))
+                embeddings = net(images.to(device, memory_format=torch.channels_last, non_blocking=True))
             loss = criterion(embeddings.float(), labels.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
