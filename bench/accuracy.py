@@ -137,7 +137,7 @@ def run_training(name: str, method: str, seed: int, args: argparse.Namespace) ->
     return {
         **result,
         "recall@1_per_epoch": [r["recall@1"] for r in rows],
-        "epoch_seconds": statistics.mean(r["epoch_seconds"] for r in rows[1:]),
+        "epoch_seconds": statistics.median(r["epoch_seconds"] for r in rows[1:]),  # robust to a paused epoch
         "train_seconds": total,
     }
 
@@ -221,7 +221,7 @@ def command_report(_: argparse.Namespace) -> None:
         verification = name == "lfw"
         header = ["method", "seeds", "R@1", "R@2", "R@4", "R@8", "MAP@R"]
         header += ["pairs acc", "TAR@FAR=1e-3", "pairs"] if verification else []
-        header += ["s/epoch", "train min"]
+        header += ["s/epoch (median)", "train min"]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         fig, ax = plt.subplots(figsize=(7, 4))
         roc_fig, roc_ax = plt.subplots(figsize=(5, 5))
@@ -240,7 +240,7 @@ def command_report(_: argparse.Namespace) -> None:
                 ]
                 roc_ax.plot(runs[0]["roc"]["far"], runs[0]["roc"]["tar"], label=method)
             cells += [
-                f"{statistics.mean(r['epoch_seconds'] for r in runs):.1f}",
+                f"{statistics.median(r['epoch_seconds'] for r in runs):.1f}",
                 f"{statistics.mean(r['train_seconds'] for r in runs) / 60:.1f}",
             ]
             lines.append("| " + " | ".join(cells) + " |")

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import torch
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 import lookalike
 from lookalike.bundle import load_bundle
 from service.batcher import MicroBatcher
 from service.deps import ServiceState, require_api_key
-from service.errors import error_response, install_error_handlers
+from service.errors import install_error_handlers
 from service.index_holder import IndexHolder
+from service.middleware import GuardAndMeasure
 from service.routers import embed, health, search, verify
 from service.settings import Settings
 from service.telemetry import Telemetry
@@ -70,20 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"]
         )
 
-    @app.middleware("http")
-    async def guard_and_measure(request: Request, call_next) -> Response:
-        started = time.perf_counter()
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > 2 * settings.max_upload_bytes + MULTIPART_OVERHEAD:
-            response = error_response(413, "too_large", f"request body of {length} bytes is over the upload limit")
-        else:
-            response = await call_next(request)
-        route = request.scope.get("route")
-        endpoint = route.path if route is not None else "unmatched"
-        service = getattr(request.app.state, "service", None)
-        if service is not None:
-            service.telemetry.requests.labels(endpoint, str(response.status_code)).inc()
-            service.telemetry.latency.labels(endpoint).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(
+        GuardAndMeasure, max_body_bytes=2 * settings.max_upload_bytes + MULTIPART_OVERHEAD, telemetry=telemetry
+    )
 
     return app

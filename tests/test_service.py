@@ -20,9 +20,11 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from index.build import add_to_index, build_index
+from index.store import GalleryIndex
 from lookalike.bundle import load_bundle
 from lookalike.images import open_rgb
 from service.app import create_app
+from service.batcher import MicroBatcher
 from service.launcher import start_server, stop_server
 from service.settings import Settings
 from tests.conftest import write_image
@@ -262,3 +264,33 @@ def test_rebuild_while_requests_are_in_flight(server, tiny_bundle, index_root, g
             t.join()
     assert httpx.get(f"{server}/readyz").json()["index_version"] != version_before
     assert answered > 0 and not failures, failures[:3]
+
+
+def test_one_batch_serves_embeddings_and_searches_in_two_index_versions(tiny_bundle, gallery, tmp_path):
+    """Requests that straddle a hot reload share a batch: each search uses its own version and k."""
+    encoder = load_bundle(tiny_bundle)
+    old = build_index(tiny_bundle, gallery, tmp_path / "index")
+    write_image(tmp_path / "new" / "label7" / "x.png", (0, 0, 0), seed=7)
+    new = add_to_index(tiny_bundle, tmp_path / "new", tmp_path / "index")
+    old = GalleryIndex.open(old.directory)
+    query, other = open_rgb(tmp_path / "new" / "label7" / "x.png"), open_rgb(gallery / "label1" / "0.png")
+    batches: list[int] = []
+
+    async def together():
+        batcher = MicroBatcher(encoder, max_batch=16, max_wait_s=0.5, on_batch=batches.append)
+        batcher.start()
+        try:
+            return await asyncio.gather(
+                batcher.search(query, old, 2), batcher.search(query, new, 5), batcher.embed([query, other])
+            )
+        finally:
+            await batcher.stop()
+
+    old_hits, new_hits, vectors = asyncio.run(together())
+    assert batches == [4]
+    expected = encoder.embed([query, other])
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)
+    assert [h.id for h in old_hits] == [h.id for h in old.search(expected[:1], 2)[0]]
+    assert [h.id for h in new_hits] == [h.id for h in new.search(expected[:1], 5)[0]]
+    assert (len(old_hits), len(new_hits)) == (2, 5)
+    assert new_hits[0].label == "label7" and "label7" not in {h.label for h in old_hits}

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 from fastapi import UploadFile
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from service.deps import ServiceState
 from service.uploads import decode_image, read_upload
 
 
-async def embed_uploads(state: ServiceState, *uploads: UploadFile) -> np.ndarray:
-    """Read, check and decode each upload (decoding off the event loop), then embed them together."""
+async def decode_uploads(state: ServiceState, *uploads: UploadFile) -> list[Image.Image]:
+    """Read, check and decode each upload, decoding off the event loop."""
     settings = state.settings
     images = []
     for upload in uploads:
         data = await read_upload(upload, settings.max_upload_bytes)
         images.append(await run_in_threadpool(decode_image, data, upload.filename or "upload", settings.max_pixels))
-    return await state.batcher.embed(images)
+    return images
+
+
+async def embed_uploads(state: ServiceState, *uploads: UploadFile) -> np.ndarray:
+    """Decode the uploads, then embed them together (batched with other requests' images)."""
+    return await state.batcher.embed(await decode_uploads(state, *uploads))

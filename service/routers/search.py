@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Query, UploadFile
-from starlette.concurrency import run_in_threadpool
 
 from service.deps import LiveIndex, State
 from service.errors import ApiError
-from service.routers.common import embed_uploads
+from service.routers.common import decode_uploads
 from service.schemas import IMAGE_ERRORS, IdentityMatch, Match, SearchResponse
 
 router = APIRouter(tags=["search"])
@@ -29,8 +28,8 @@ async def search(
     k = k or state.settings.default_k
     if k > state.settings.max_k:
         raise ApiError(422, "invalid_request", f"k must be at most {state.settings.max_k}, got {k}")
-    vector = await embed_uploads(state, image)
-    hits = (await run_in_threadpool(index.search, vector, k))[0]
+    (query,) = await decode_uploads(state, image)
+    hits = await state.batcher.search(query, index, k)
     threshold = state.encoder.spec.threshold
     identities: dict[str, IdentityMatch] = {}
     for hit in hits:  # hits are sorted best first, so a label's first hit is its best
