@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import timm
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -60,6 +59,8 @@ class TrainConfig(BaseModel):
     @field_validator("backbone")
     @classmethod
     def _known_backbone(cls, name: str) -> str:
+        import timm  # here, not at the top: `lookalike serve` builds this CLI and must not pay for timm
+
         if not timm.is_model(name):
             raise ValueError(f"unknown backbone {name!r}: not a timm model name (see timm.list_models())")
         return name
