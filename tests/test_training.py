@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from lookalike.bundle import load_bundle, read_spec
-from lookalike.images import open_rgb, preprocess
+from lookalike.images import Preprocessing, open_rgb, preprocess
 from tests.conftest import write_image
-from training.data import natural_key, split_classes
+from training.data import ImageDataset, eval_prepare, natural_key, split_classes, train_augment, train_prepare
 from training.model import EmbeddingModel
 from training.sampler import PKSampler
 
@@ -62,6 +62,25 @@ def test_grey_and_colour_images_become_rgb(tmp_path):
 
     spec = Preprocessing(image_size=32, mean=(0.5,) * 3, std=(0.5,) * 3, crop_fraction=0.5)
     assert preprocess(image, spec).shape == (3, 32, 32)
+
+
+def test_image_cache_serves_what_decoding_would_and_shrinks_big_photos(tmp_path):
+    classes = {
+        "big": [write_image(tmp_path / "big" / "a.jpg", (200, 40, 40), seed=1, size=(1200, 800))],
+        "small": [write_image(tmp_path / "small" / "b.png", (40, 40, 200), seed=2), tmp_path / "small" / "bad.jpg"],
+    }
+    classes["small"][1].write_bytes(b"not an image")
+    spec = Preprocessing(image_size=32, mean=(0.5,) * 3, std=(0.5,) * 3, crop_fraction=0.8)
+    cached, fresh = (ImageDataset(classes, eval_prepare(spec), cache=c) for c in (True, False))
+    for n, path in enumerate([classes["big"][0], classes["small"][0]]):
+        torch.testing.assert_close(cached[n][0], fresh[n][0])
+        torch.testing.assert_close(cached[n][0], torch.from_numpy(preprocess(open_rgb(path), spec)))
+        assert cached[n][1] == fresh[n][1] == n
+    assert cached[2] is None and fresh[2] is None
+    shrunk = train_prepare(spec)(classes["big"][0])
+    assert min(shrunk.size) == 2 * spec.image_size and shrunk.size[0] > shrunk.size[1]
+    augmented, _ = ImageDataset(classes, train_prepare(spec), train_augment(spec), cache=True)[0]
+    assert augmented.shape == (3, 32, 32)
 
 
 def test_export_then_load_gives_the_training_models_embeddings(tmp_path, att_faces):
