@@ -82,7 +82,7 @@ def evaluate(name: str, embed) -> dict:
     paths = [p for files in retrievable.values() for p in files]
     labels = np.array([i for i, files in enumerate(retrievable.values()) for _ in files])
     vectors = embed(paths)
-    result = retrieval_metrics(vectors, labels, nmi=len(retrievable) <= 200)
+    result = retrieval_metrics(vectors, labels)
     pairs_file = DATASETS[name].get("pairs")
     if pairs_file:
         root = SHARED / DATASETS[name]["folder"]

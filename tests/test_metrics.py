@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import write_image
 from training.evaluate import read_pairs
-from training.metrics import best_threshold, map_at_r, retrieval_metrics, verification_metrics
+from training.metrics import NMI_MAX_CLASSES, best_threshold, map_at_r, retrieval_metrics, verification_metrics
 
 
 def test_recall_at_k_matches_a_loop():
@@ -24,6 +24,14 @@ def test_recall_at_k_matches_a_loop():
         assert got[f"recall@{k}"] == pytest.approx(expected)
     expected_map = np.mean([map_at_r(labels[order[i, :3]] == labels[i], 3) for i in range(48)])
     assert got["map@r"] == pytest.approx(expected_map)
+
+
+def test_nmi_is_left_out_by_default_only_over_many_classes():
+    x = np.random.default_rng(1).normal(size=(2 * (NMI_MAX_CLASSES + 1), 4)).astype(np.float32)
+    few, many = np.repeat(np.arange(5), 2), np.repeat(np.arange(NMI_MAX_CLASSES + 1), 2)
+    assert "nmi" in retrieval_metrics(x[:10], few)
+    assert "nmi" not in retrieval_metrics(x, many)
+    assert "nmi" not in retrieval_metrics(x[:10], few, nmi=False)
 
 
 def test_map_at_r_known_values():

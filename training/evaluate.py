@@ -39,7 +39,7 @@ def embed_dataset(
     return np.concatenate(chunks), np.concatenate(labels)
 
 
-def evaluate_embeddings(embeddings: np.ndarray, labels: np.ndarray, nmi: bool = True) -> dict[str, float]:
+def evaluate_embeddings(embeddings: np.ndarray, labels: np.ndarray, nmi: bool | None = None) -> dict[str, float]:
     """Retrieval metrics plus a verification threshold calibrated on sampled held-out pairs."""
     metrics = retrieval_metrics(embeddings, labels, nmi=nmi)
     i, j = sample_pairs(labels)
@@ -85,7 +85,7 @@ def read_pairs(path: Path, root: Path) -> list[Pair]:
     return pairs
 
 
-def evaluate_bundle(bundle: Path, data: Path, pairs_file: Path | None = None, nmi: bool = True) -> dict:
+def evaluate_bundle(bundle: Path, data: Path, pairs_file: Path | None = None, nmi: bool | None = None) -> dict:
     """Everything `lookalike evaluate` reports, as one JSON-ready dict."""
     encoder = load_bundle(bundle)
     classes = scan_folder(data)
