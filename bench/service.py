@@ -26,7 +26,7 @@ from PIL import Image
 from bench.table import print_rows
 from index.build import build_index
 from index.kinds import create_kind
-from lookalike.bundle import load_bundle
+from lookalike.bundle import Encoder, load_bundle
 from service.launcher import start_server, stop_server
 
 
@@ -56,11 +56,9 @@ def photo(seed: int, size: int = 160) -> bytes:
     return buffer.getvalue()
 
 
-def raw_forward_throughput(bundle: Path, images: list[bytes], batch: int, seconds: float = 5.0) -> float:
+def raw_forward_throughput(encoder: Encoder, images: list[bytes], batch: int, seconds: float = 5.0) -> float:
     """Images/s of decode + preprocess + forward in batches of `batch`, in this process."""
-    encoder = load_bundle(bundle, batch_size=batch)
-    decoded = [Image.open(io.BytesIO(b)).convert("RGB") for b in images[:batch]]
-    encoder.embed(decoded)
+    encoder.embed([Image.open(io.BytesIO(b)).convert("RGB") for b in images[:batch]])  # warm-up
     done, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         encoder.embed([Image.open(io.BytesIO(b)).convert("RGB") for b in images[:batch]])
@@ -183,15 +181,16 @@ def http_throughput(args: argparse.Namespace) -> None:
             (tmp_path / "gallery" / f"item{n % 10}").mkdir(parents=True, exist_ok=True)
             (tmp_path / "gallery" / f"item{n % 10}" / f"{n}.jpg").write_bytes(data)
         build_index(bundle, tmp_path / "gallery", tmp_path / "index")
+        encoder = load_bundle(bundle, batch_size=args.max_batch)
         process, base = start_server(bundle, tmp_path / "index", env={"LOOKALIKE_MAX_BATCH": str(args.max_batch)})
         rows = []
         try:
             for concurrency in args.concurrency:
                 # The ceiling is measured just before and just after each load, with the server idle:
                 # a shared VM's speed drifts, and the ratio must compare like with like.
-                before = raw_forward_throughput(bundle, images, args.max_batch)
+                before = raw_forward_throughput(encoder, images, args.max_batch)
                 throughput, latencies = asyncio.run(load(base, images, concurrency, args.requests))
-                ceiling = (before + raw_forward_throughput(bundle, images, args.max_batch)) / 2
+                ceiling = (before + raw_forward_throughput(encoder, images, args.max_batch)) / 2
                 rows.append(
                     {
                         "concurrency": concurrency,
