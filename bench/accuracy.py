@@ -52,6 +52,8 @@ METHODS = {
     "contrastive": {"loss": "contrastive", "miner": "batch_hard", "synthesis": False},
     "contrastive+synthesis": {"loss": "contrastive", "miner": "batch_hard", "synthesis": True},
     "batch_hard": {"loss": "triplet", "miner": "batch_hard", "synthesis": False},
+    # The paper's pairing: hardest negative among real and synthetic points.
+    "batch_hard+synthesis": {"loss": "triplet", "miner": "batch_hard", "synthesis": True},
     "pml_semihard": {"loss": "triplet", "miner": "semihard", "synthesis": False, "pml": True},
     "pixels_pca": {"pixels": True},
 }
