@@ -282,6 +282,15 @@ def section(name: str, title: str, subset: list[dict], suffix: str) -> list[str]
     return lines
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The budget's model and batch shape, shared by every benchmark that trains or loads these runs."""
+    parser.add_argument("--backbone", default="resnet10t")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--embedding-size", type=int, default=128)
+    parser.add_argument("--classes-per-batch", type=int, default=8)
+    parser.add_argument("--samples-per-class", type=int, default=4)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -293,11 +302,7 @@ def main() -> None:
     run.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=["cars", "lfw"])
     run.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    run.add_argument("--backbone", default="resnet10t")
-    run.add_argument("--image-size", type=int, default=64)
-    run.add_argument("--embedding-size", type=int, default=128)
-    run.add_argument("--classes-per-batch", type=int, default=8)
-    run.add_argument("--samples-per-class", type=int, default=4)
+    add_model_arguments(run)
     run.add_argument("--epochs", type=int, default=15)
     run.add_argument("--lr", type=float, default=3e-3)
     run.add_argument("--workers", type=int, default=2)

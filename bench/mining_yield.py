@@ -11,8 +11,9 @@ yields one triplet per anchor; what matters there is whether its loss is still p
 
 Columns: `semihard pairs` = share of anchor-positive pairs that get a semi-hard triplet;
 `batch_hard active` = share of anchors whose hardest triplet still has a positive loss;
-`hard pairs` = share of pairs with a negative closer to the anchor than the positive (the
-pairs semi-hard mining skips, and where ranking errors come from); ` +syn` = the same over the pool grown by synthesis.
+`hard pairs` = share of pairs with a negative closer to the anchor than the positive (the pairs
+semi-hard mining skips, and where ranking errors come from); ` +syn` = the same over the pool
+grown by synthesis.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from bench.accuracy import DATASETS, ROOT, test_split
+from bench.accuracy import DATASETS, ROOT, SHARED, add_model_arguments, test_split
 from bench.table import print_rows
 from lookalike.images import Preprocessing, open_rgb, preprocess
 from training.metric.miners import Triplets, create_miner
@@ -95,15 +96,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=list(DATASETS), default="lfw")
     parser.add_argument("--runs", type=Path, nargs="*", help="training output folders (default: every seed0)")
-    parser.add_argument("--backbone", default="resnet10t")
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--embedding-size", type=int, default=128)
-    parser.add_argument("--classes-per-batch", type=int, default=8)
-    parser.add_argument("--samples-per-class", type=int, default=4)
+    add_model_arguments(parser)
     parser.add_argument("--margin", type=float, default=0.2)
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if not SHARED.is_dir():
+        parser.exit(2, f"error: the datasets are not here: {SHARED} is missing\n")
 
     runs = args.runs
     if runs is None:
