@@ -3,7 +3,7 @@
 Explains the accuracy report: FaceNet semi-hard mining keeps an anchor-positive pair only when
 some negative lies in the band d(a, p) < d(a, n) < d(a, p) + margin. With 28 negatives per anchor
 that band is often empty, so many pairs give no triplet and no gradient; synthesis adds two
-mirrored points per positive pair as candidate negatives and fills the band. Batch-hard always
+mirrored points per positive pair as candidate negatives, so more pairs find one. Batch-hard always
 yields one triplet per anchor; what matters there is whether its loss is still positive.
 
     python -m bench.mining_yield                      # every runs/accuracy/lfw/*/seed0 model + untrained
