@@ -19,6 +19,7 @@ grown by synthesis.
 from __future__ import annotations
 
 import argparse
+from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -69,7 +70,7 @@ def active_share(embeddings: Tensor, pool: Pool, triplets: Triplets, margin: flo
 @torch.no_grad()
 def measure(model: EmbeddingModel, drawn: list[tuple[Tensor, Tensor]], margin: float) -> dict[str, float]:
     semihard, batch_hard = create_miner("semihard", margin=margin), create_miner("batch_hard")
-    totals: dict[str, float] = {}
+    totals: defaultdict[str, float] = defaultdict(float)
     for images, labels in drawn:
         embeddings = model(images)
         same = labels[:, None] == labels[None, :]
@@ -78,7 +79,7 @@ def measure(model: EmbeddingModel, drawn: list[tuple[Tensor, Tensor]], margin: f
         nearest_negative = dist.masked_fill(same, float("inf")).min(dim=1).values
         positive = same & ~torch.eye(len(labels), dtype=torch.bool)
         hard = positive & (dist > nearest_negative[:, None])  # a negative is closer than p
-        totals["hard pairs"] = totals.get("hard pairs", 0.0) + float(hard.sum()) / n_pairs
+        totals["hard pairs"] += float(hard.sum()) / n_pairs
         for suffix, pool in (
             ("", Pool.of_batch(embeddings, labels)),
             (" +syn", symmetrical_synthesis(embeddings, labels)),
@@ -88,7 +89,7 @@ def measure(model: EmbeddingModel, drawn: list[tuple[Tensor, Tensor]], margin: f
                 "batch_hard active": active_share(embeddings, pool, batch_hard(embeddings, labels, pool), margin),
             }
             for key, value in values.items():
-                totals[key + suffix] = totals.get(key + suffix, 0.0) + value
+                totals[key + suffix] += value
     return {key: round(total / len(drawn), 3) for key, total in sorted(totals.items())}
 
 
