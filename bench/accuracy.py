@@ -57,7 +57,16 @@ METHODS = {
     "pml_semihard": {"loss": "triplet", "miner": "semihard", "synthesis": False, "pml": True},
     "pixels_pca": {"pixels": True},
 }
-BUDGET = ("backbone", "image_size", "embedding_size", "epochs", "lr", "classes_per_batch", "samples_per_class")
+BUDGET = (
+    "backbone",
+    "image_size",
+    "embedding_size",
+    "epochs",
+    "lr",
+    "classes_per_batch",
+    "samples_per_class",
+    "min_crop_scale",
+)
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -116,6 +125,7 @@ def run_training(name: str, method: str, seed: int, args: argparse.Namespace) ->
         split=spec["split"],
         train_fraction=spec["train_fraction"],
         crop_fraction=spec["crop_fraction"],
+        min_crop_scale=args.min_crop_scale,
         backbone=args.backbone,
         image_size=args.image_size,
         embedding_size=args.embedding_size,
@@ -305,6 +315,7 @@ def main() -> None:
     add_model_arguments(run)
     run.add_argument("--epochs", type=int, default=15)
     run.add_argument("--lr", type=float, default=3e-3)
+    run.add_argument("--min-crop-scale", type=float, default=0.5, help="smallest area a random training crop keeps")
     run.add_argument("--workers", type=int, default=2)
     run.set_defaults(handler=command_run)
     commands.add_parser("report", help="render docs/results.md and plots").set_defaults(handler=command_report)

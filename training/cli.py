@@ -16,6 +16,7 @@ FLAG_TYPES = {
     "split": str,
     "train_fraction": float,
     "crop_fraction": float,
+    "min_crop_scale": float,
     "backbone": str,
     "pretrained": str,
     "image_size": int,

@@ -23,6 +23,12 @@ class TrainConfig(BaseModel):
     split: Literal["sorted", "hash"] = "sorted"
     train_fraction: float = Field(0.75, gt=0, lt=1)
     crop_fraction: float = Field(1.0, gt=0, le=1)
+    min_crop_scale: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Smallest image area a random training crop keeps; aligned faces want ~0.8, products less.",
+    )
 
     backbone: str = "resnet10t"
     pretrained: str | None = Field(None, description="Local weights file for the backbone (no hub download).")

@@ -149,12 +149,16 @@ def _fit(image: Image.Image, short_side: int) -> tuple[int, int]:
     return round(image.width * scale), round(image.height * scale)
 
 
-def train_augment(spec: Preprocessing) -> v2.Compose:
-    """Random resized crop, flip and colour jitter on top of the evaluation geometry."""
+def train_augment(spec: Preprocessing, min_scale: float = 0.5) -> v2.Compose:
+    """Random resized crop, flip and colour jitter on top of the evaluation geometry.
+
+    `min_scale` bounds how much of the image a crop may drop: aligned faces lose their alignment
+    (the very thing evaluation relies on) under strong crops, product photos gain from them.
+    """
     return v2.Compose(
         [
             v2.PILToTensor(),
-            v2.RandomResizedCrop(spec.image_size, scale=(0.5, 1.0), antialias=True),
+            v2.RandomResizedCrop(spec.image_size, scale=(min_scale, 1.0), antialias=True),
             v2.RandomHorizontalFlip(),
             v2.ColorJitter(0.3, 0.3, 0.3, 0.05),
             v2.ToDtype(torch.float32, scale=True),

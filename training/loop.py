@@ -68,7 +68,8 @@ def train(cfg: TrainConfig, criterion: Callable[[Tensor, Tensor], Tensor] | None
     spec = Preprocessing(
         image_size=cfg.image_size, mean=data_config["mean"], std=data_config["std"], crop_fraction=cfg.crop_fraction
     )
-    train_set = ImageDataset(train_classes, train_prepare(spec), train_augment(spec), cache=cfg.cache_images)
+    augment = train_augment(spec, cfg.min_crop_scale)
+    train_set = ImageDataset(train_classes, train_prepare(spec), augment, cache=cfg.cache_images)
     eval_set = ImageDataset(eval_classes, eval_prepare(spec), cache=cfg.cache_images)
     sampler = PKSampler(
         train_set.labels, cfg.classes_per_batch, cfg.samples_per_class, cfg.seed, dist.rank, dist.world_size
