@@ -16,6 +16,7 @@ already there, so an interrupted run resumes where it stopped. Protocols:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import time
@@ -116,9 +117,28 @@ def evaluate(name: str, embed) -> dict:
     return result
 
 
+def read_results() -> list[dict]:
+    return [json.loads(line) for line in RESULTS.read_text().splitlines()] if RESULTS.exists() else []
+
+
+def budgets_of(rows: list[dict], name: str) -> list[dict]:
+    """A data set's budgets in the order first run: the first is its main comparison, later ones ablations."""
+    budgets = []
+    for row in rows:
+        if row["dataset"] == name and row["budget"] not in budgets:
+            budgets.append(row["budget"])
+    return budgets
+
+
+def budget_folder(name: str, budget: dict) -> Path:
+    """Where one budget's runs live: its own folder, so an ablation never overwrites the main runs."""
+    tag = hashlib.sha1(json.dumps(budget, sort_keys=True).encode()).hexdigest()[:8]
+    return ROOT / "runs" / "accuracy" / name / tag
+
+
 def run_training(name: str, method: str, seed: int, args: argparse.Namespace) -> dict:
     spec, recipe = DATASETS[name], METHODS[method]
-    out = ROOT / "runs" / "accuracy" / name / method / f"seed{seed}"
+    out = budget_folder(name, budget_of(args)) / method / f"seed{seed}"
     cfg = TrainConfig(
         data=SHARED / spec["folder"] / "images",
         out=out,
@@ -176,15 +196,14 @@ def run_pixels(name: str, args: argparse.Namespace) -> dict:
     return {**evaluate(name, embed), "epoch_seconds": 0.0, "train_seconds": 0.0}
 
 
+def budget_of(args: argparse.Namespace) -> dict:
+    return {k: getattr(args, k) for k in BUDGET}
+
+
 def command_run(args: argparse.Namespace) -> None:
     RESULTS.parent.mkdir(exist_ok=True)
-    budget = {k: getattr(args, k) for k in BUDGET}
-    done = set()
-    if RESULTS.exists():
-        done = {
-            run_key(r["dataset"], r["method"], r["seed"], r["budget"])
-            for r in map(json.loads, RESULTS.read_text().splitlines())
-        }
+    budget = budget_of(args)
+    done = {run_key(r["dataset"], r["method"], r["seed"], r["budget"]) for r in read_results()}
     jobs = [(d, m, s) for d in args.datasets for m in args.methods for s in (args.seeds if m != "pixels_pca" else [0])]
     for number, (name, method, seed) in enumerate(jobs, 1):
         if run_key(name, method, seed, budget) in done:
@@ -214,7 +233,7 @@ def command_report(_: argparse.Namespace) -> None:
 
     matplotlib.use("Agg")
 
-    rows = [json.loads(line) for line in RESULTS.read_text().splitlines()]
+    rows = read_results()
     lines = [
         "# Accuracy on real data",
         "",
@@ -226,10 +245,7 @@ def command_report(_: argparse.Namespace) -> None:
         "",
     ]
     for name in DATASETS:
-        budgets = []  # the first budget run on a data set is its main comparison; later ones are ablations
-        for row in rows:
-            if row["dataset"] == name and row["budget"] not in budgets:
-                budgets.append(row["budget"])
+        budgets = budgets_of(rows, name)
         for number, budget in enumerate(budgets):
             subset = [r for r in rows if r["dataset"] == name and r["budget"] == budget]
             changed = {k: v for k, v in budget.items() if v != budgets[0].get(k)}

@@ -6,8 +6,8 @@ that band is often empty, so many pairs give no triplet and no gradient; synthes
 mirrored points per positive pair as candidate negatives, so more pairs find one. Batch-hard always
 yields one triplet per anchor; what matters there is whether its loss is still positive.
 
-    python -m bench.mining_yield                      # every runs/accuracy/lfw/*/seed0 model + untrained
-    python -m bench.mining_yield --runs runs/accuracy/cars/semihard/seed0 --dataset cars
+    python -m bench.mining_yield                  # every seed-0 model of LFW's main budget + untrained
+    python -m bench.mining_yield --dataset cars --runs runs/accuracy/cars/<budget>/semihard/seed0
 
 Columns: `semihard pairs` = share of anchor-positive pairs that get a semi-hard triplet;
 `batch_hard active` = share of anchors whose hardest triplet still has a positive loss;
@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from bench.accuracy import DATASETS, ROOT, SHARED, add_model_arguments, test_split
+from bench.accuracy import DATASETS, SHARED, add_model_arguments, budget_folder, budgets_of, read_results, test_split
 from bench.table import print_rows
 from lookalike.images import Preprocessing, open_rgb, preprocess
 from training.metric.miners import Triplets, create_miner
@@ -96,7 +96,7 @@ def measure(model: EmbeddingModel, drawn: list[tuple[Tensor, Tensor]], margin: f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=list(DATASETS), default="lfw")
-    parser.add_argument("--runs", type=Path, nargs="*", help="training output folders (default: every seed0)")
+    parser.add_argument("--runs", type=Path, nargs="*", help="training output folders (default: main budget, seed 0)")
     add_model_arguments(parser)
     parser.add_argument("--margin", type=float, default=0.2)
     parser.add_argument("--batches", type=int, default=40)
@@ -107,7 +107,8 @@ def main() -> None:
 
     runs = args.runs
     if runs is None:
-        runs = sorted((ROOT / "runs" / "accuracy" / args.dataset).glob("*/seed0"))
+        budgets = budgets_of(read_results(), args.dataset)
+        runs = sorted(budget_folder(args.dataset, budgets[0]).glob("*/seed0")) if budgets else []
     models = {"untrained": load_model(None, args.backbone, args.embedding_size)}
     models.update(
         {
