@@ -83,6 +83,24 @@ def test_image_cache_serves_what_decoding_would_and_shrinks_big_photos(tmp_path)
     assert augmented.shape == (3, 32, 32)
 
 
+def test_min_crop_scale_keeps_the_whole_aligned_face_or_lets_crops_cut_it():
+    """Aligned faces need every random crop to keep the frame (and so the alignment)."""
+    from PIL import Image
+
+    image = Image.new("RGB", (64, 64), (128, 128, 128))
+    image.paste((255, 255, 255), (0, 0, 8, 8))  # a marker in the top-left corner
+    spec = Preprocessing(image_size=32, mean=(0.5,) * 3, std=(0.5,) * 3)
+    torch.manual_seed(0)
+
+    def marker_kept(min_scale: float) -> list[bool]:
+        augment = train_augment(spec, min_scale)
+        crops = [augment(image) for _ in range(30)]
+        return [bool(max(c[:, :2, :2].mean(), c[:, :2, -2:].mean()) > c[:, 14:18, 14:18].mean() + 0.3) for c in crops]
+
+    assert all(marker_kept(1.0))  # flipped or not, the corner is always in the crop
+    assert not all(marker_kept(0.1))
+
+
 def test_export_then_load_gives_the_training_models_embeddings(tmp_path, att_faces):
     from lookalike.bundle import BundleSpec, write_bundle
     from lookalike.images import Preprocessing
