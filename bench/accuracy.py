@@ -136,9 +136,8 @@ def budget_folder(name: str, budget: dict) -> Path:
     return ROOT / "runs" / "accuracy" / name / tag
 
 
-def run_training(name: str, method: str, seed: int, args: argparse.Namespace) -> dict:
+def run_training(name: str, method: str, seed: int, args: argparse.Namespace, out: Path) -> dict:
     spec, recipe = DATASETS[name], METHODS[method]
-    out = budget_folder(name, budget_of(args)) / method / f"seed{seed}"
     cfg = TrainConfig(
         data=SHARED / spec["folder"] / "images",
         out=out,
@@ -210,7 +209,10 @@ def command_run(args: argparse.Namespace) -> None:
             continue
         print(f"[{number}/{len(jobs)}] {name} {method} seed {seed}", flush=True)
         torch.manual_seed(seed)
-        result = run_pixels(name, args) if method == "pixels_pca" else run_training(name, method, seed, args)
+        if method == "pixels_pca":
+            result = run_pixels(name, args)
+        else:
+            result = run_training(name, method, seed, args, out=budget_folder(name, budget) / method / f"seed{seed}")
         row = {"dataset": name, "method": method, "seed": seed, "budget": budget, "device": DEVICE, **result}
         with RESULTS.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
@@ -331,7 +333,12 @@ def main() -> None:
     add_model_arguments(run)
     run.add_argument("--epochs", type=int, default=15)
     run.add_argument("--lr", type=float, default=3e-3)
-    run.add_argument("--min-crop-scale", type=float, default=0.5, help="smallest area a random training crop keeps")
+    run.add_argument(
+        "--min-crop-scale",
+        type=float,
+        default=TrainConfig.model_fields["min_crop_scale"].default,
+        help="smallest area a random training crop keeps",
+    )
     run.add_argument("--workers", type=int, default=2)
     run.set_defaults(handler=command_run)
     commands.add_parser("report", help="render docs/results.md and plots").set_defaults(handler=command_report)
