@@ -123,6 +123,7 @@ def main() -> None:
         mean=config["mean"],
         std=config["std"],
         crop_fraction=DATASETS[args.dataset]["crop_fraction"],
+        crop_mode=args.crop_mode,
     )
     drawn = batches(args.dataset, spec, args)
     rows = [{"model": name, **measure(model, drawn, args.margin)} for name, model in models.items()]

@@ -8,6 +8,7 @@ Pillow and NumPy: index/ and service/ need no torchvision and no training code f
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -27,6 +28,11 @@ class Preprocessing(BaseModel):
         gt=0,
         le=1,
         description="Keep this central fraction of each side before resizing (LFW faces: ~0.5).",
+    )
+    crop_mode: Literal["center", "squash"] = Field(
+        default="center",
+        description="center: cut the central square (no distortion); squash: resize the whole picture to a square "
+        "(wide product photos keep both ends, e.g. a car's front and rear).",
     )
 
 
@@ -50,8 +56,11 @@ def central_crop(image: Image.Image, fraction: float) -> Image.Image:
     return image.crop((left, top, left + cw, top + ch))
 
 
-def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
-    """Resize the shorter side to `size`, then cut the central `size` x `size` square."""
+def to_square(image: Image.Image, size: int, mode: str) -> Image.Image:
+    """The `size` x `size` picture the encoder sees: the central square of the picture resized so its
+    shorter side is `size` ("center"), or the whole picture resized to the square ("squash")."""
+    if mode == "squash":
+        return image.resize((size, size), Image.Resampling.BICUBIC)
     w, h = image.size
     scale = size / min(w, h)
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
@@ -62,7 +71,7 @@ def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
 
 def preprocess(image: Image.Image, spec: Preprocessing) -> np.ndarray:
     """RGB PIL image -> normalised float32 array [3, size, size]."""
-    image = resize_center_crop(central_crop(image.convert("RGB"), spec.crop_fraction), spec.image_size)
+    image = to_square(central_crop(image.convert("RGB"), spec.crop_fraction), spec.image_size, spec.crop_mode)
     array = np.asarray(image, dtype=np.float32) / 255.0
     array = (array - np.asarray(spec.mean, dtype=np.float32)) / np.asarray(spec.std, dtype=np.float32)
     return np.ascontiguousarray(array.transpose(2, 0, 1))

@@ -101,6 +101,27 @@ def test_min_crop_scale_keeps_the_whole_aligned_face_or_lets_crops_cut_it():
     assert not all(marker_kept(0.1))
 
 
+def test_squash_keeps_both_ends_of_a_wide_product_photo_where_center_cuts_them(tmp_path):
+    """A car's front and rear are what tell two models apart; the central square drops them."""
+    from PIL import Image
+
+    image = Image.new("RGB", (200, 80), (128, 128, 128))
+    image.paste((255, 0, 0), (0, 0, 20, 80))  # red front
+    image.paste((0, 0, 255), (180, 0, 200, 80))  # blue rear
+    image.save(tmp_path / "car.png")
+
+    def ends(array: np.ndarray) -> tuple[float, float]:
+        return float(array[0, :, :2].mean()), float(array[2, :, -2:].mean())  # red at left, blue at right
+
+    center, squash = (
+        Preprocessing(image_size=32, mean=(0.0,) * 3, std=(1.0,) * 3, crop_mode=mode) for mode in ("center", "squash")
+    )
+    assert all(v < 0.6 for v in ends(preprocess(image, center)))
+    assert all(v > 0.9 for v in ends(preprocess(image, squash)))
+    assert train_prepare(squash)(tmp_path / "car.png").size == (64, 64)  # training squares the whole picture too
+    assert train_prepare(center)(tmp_path / "car.png").size == (160, 64)  # and keeps the aspect for off-centre crops
+
+
 def test_export_then_load_gives_the_training_models_embeddings(tmp_path, att_faces):
     from lookalike.bundle import BundleSpec, write_bundle
     from lookalike.images import Preprocessing
@@ -193,10 +214,11 @@ def test_unreadable_images_are_skipped_and_counted_and_resume_continues(tmp_path
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1, 2]
     assert "skipping unreadable image" in first.stderr
-    resumed = lookalike(*tiny_run_args(data, out, "--epochs", "3", "--resume"))
+    resumed = lookalike(*tiny_run_args(data, out, "--epochs", "3", "--resume", "--export", "last"))
     assert resumed.returncode == 0, resumed.stderr
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
+    assert read_spec(out / "bundle").metrics["epoch"] == 3  # --export last: the final epoch, not the best
     assert (out / "metrics.png").stat().st_size > 0 and (out / "bundle" / "encoder.pt2").is_file()
 
 

@@ -16,6 +16,7 @@ FLAG_TYPES = {
     "split": str,
     "train_fraction": float,
     "crop_fraction": float,
+    "crop_mode": str,
     "min_crop_scale": float,
     "backbone": str,
     "pretrained": str,
@@ -34,6 +35,7 @@ FLAG_TYPES = {
     "warmup_epochs": float,
     "device": str,
     "workers": int,
+    "export": str,
     "seed": int,
 }
 

@@ -23,6 +23,9 @@ class TrainConfig(BaseModel):
     split: Literal["sorted", "hash"] = "sorted"
     train_fraction: float = Field(0.75, gt=0, lt=1)
     crop_fraction: float = Field(1.0, gt=0, le=1)
+    crop_mode: Literal["center", "squash"] = Field(
+        "center", description="center: the central square; squash: the whole picture, squared (wide product photos)."
+    )
     min_crop_scale: float = Field(
         0.5,
         gt=0,
@@ -58,6 +61,11 @@ class TrainConfig(BaseModel):
     workers: int = Field(2, ge=0)
     cache_images: bool = Field(
         False, description="Decode every image once and keep it in memory (small data sets: epochs at model speed)."
+    )
+    export: Literal["best", "last"] = Field(
+        "best",
+        description="Which epoch becomes the bundle: the best by held-out Recall@1, or the last. Use last when the "
+        "held-out classes are your test set: picking the epoch on them flatters the result.",
     )
     seed: int = 0
     resume: bool = False

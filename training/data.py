@@ -130,13 +130,17 @@ def collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, int]:
 
 def train_prepare(spec: Preprocessing) -> Callable[[Path], Image.Image]:
     """Decode, cut the central crop and shrink to twice the training size: augmentation never
-    needs more pixels than that, and a 4000 px product photo then costs what a small one does."""
+    needs more pixels than that, and a 4000 px product photo then costs what a small one does.
+    "center" keeps the aspect (random crops may wander off-centre); "squash" squares the whole
+    picture, as evaluation does."""
 
     def prepare(path: Path) -> Image.Image:
         keep = 2 * spec.image_size
         with Image.open(path) as image:
             image.draft("RGB", _fit(image, math.ceil(keep / spec.crop_fraction)))  # JPEG: decode at 1/2..1/8 scale
             image = central_crop(open_rgb(image), spec.crop_fraction)
+        if spec.crop_mode == "squash":
+            return image.resize((keep, keep), Image.Resampling.BICUBIC)
         image.thumbnail(_fit(image, keep))
         return image
 

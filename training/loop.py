@@ -2,7 +2,7 @@
 
 Data -> model -> criterion (synthesis + miner + loss) -> AdamW with warm-up and cosine decay.
 After every epoch: evaluate on held-out classes, append to metrics.jsonl, redraw the plot,
-checkpoint (last and best by Recall@1). At the end: export the best model as a bundle.
+checkpoint (last and best by Recall@1). At the end: export the best (or last) model as a bundle.
 """
 
 from __future__ import annotations
@@ -66,7 +66,11 @@ def train(cfg: TrainConfig, criterion: Callable[[Tensor, Tensor], Tensor] | None
     )
     data_config = model.data_config()
     spec = Preprocessing(
-        image_size=cfg.image_size, mean=data_config["mean"], std=data_config["std"], crop_fraction=cfg.crop_fraction
+        image_size=cfg.image_size,
+        mean=data_config["mean"],
+        std=data_config["std"],
+        crop_fraction=cfg.crop_fraction,
+        crop_mode=cfg.crop_mode,
     )
     augment = train_augment(spec, cfg.min_crop_scale)
     train_set = ImageDataset(train_classes, train_prepare(spec), augment, cache=cfg.cache_images)
@@ -153,16 +157,20 @@ def train(cfg: TrainConfig, criterion: Callable[[Tensor, Tensor], Tensor] | None
 
     summary = {}
     if dist.is_main:
-        model.load_state_dict(torch.load(out / "best.pt", map_location=device))
+        if cfg.export == "best":
+            model.load_state_dict(torch.load(out / "best.pt", map_location=device))
+            chosen = best
+        else:  # the model in memory is the last epoch's, also when a finished run is resumed
+            chosen = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
         bundle_spec = write_bundle(
             out / "bundle",
             model,
             BundleSpec(
                 backbone=cfg.backbone,
                 embedding_size=cfg.embedding_size,
-                threshold=best["verify_threshold"],
+                threshold=chosen["verify_threshold"],
                 preprocessing=spec,
-                metrics=best,
+                metrics=chosen,
                 data={
                     "root": str(cfg.data),
                     "train_classes": len(train_classes),
@@ -175,9 +183,9 @@ def train(cfg: TrainConfig, criterion: Callable[[Tensor, Tensor], Tensor] | None
         )
         summary = {
             "bundle": str(out / "bundle"),
-            "best_epoch": best["epoch"],
-            "recall@1": best["recall@1"],
-            "map@r": best["map@r"],
+            "exported_epoch": chosen["epoch"],
+            "recall@1": chosen["recall@1"],
+            "map@r": chosen["map@r"],
             "threshold": bundle_spec.threshold,
             "content_hash": bundle_spec.content_hash,
         }
