@@ -36,11 +36,12 @@ from training.sampler import PKSampler
 
 
 def load_model(run: Path | None, backbone: str, embedding_size: int) -> EmbeddingModel:
-    """The run's best weights, or a freshly initialised network when `run` is None."""
+    """The run's last-epoch weights (the model the accuracy bench scores), or a freshly initialised
+    network when `run` is None."""
     torch.manual_seed(0)
     model = EmbeddingModel(backbone, embedding_size)
     if run is not None:
-        model.load_state_dict(torch.load(run / "best.pt", map_location="cpu"))
+        model.load_state_dict(torch.load(run / "last.pt", map_location="cpu")["model"])
     return model.eval()
 
 
@@ -114,7 +115,7 @@ def main() -> None:
         {
             f"{r.parent.name}/{r.name}": load_model(r, args.backbone, args.embedding_size)
             for r in runs
-            if (r / "best.pt").is_file()
+            if (r / "last.pt").is_file()
         }
     )
     config = models["untrained"].data_config()

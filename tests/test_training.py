@@ -146,6 +146,11 @@ def test_pretrained_accepts_a_local_weights_file(tmp_path):
     loaded = EmbeddingModel("test_resnet", 8, pretrained=str(weights))
     for key, value in source.backbone.state_dict().items():
         torch.testing.assert_close(loaded.backbone.state_dict()[key], value)
+    checkpoint = tmp_path / "last.pt"  # a run's checkpoint: its backbone, not its head, seeds the new model
+    torch.save({"model": source.state_dict(), "epoch": 3}, checkpoint)
+    tuned = EmbeddingModel("test_resnet", 4, pretrained=str(checkpoint))
+    for key, value in source.backbone.state_dict().items():
+        torch.testing.assert_close(tuned.backbone.state_dict()[key], value)
 
 
 @pytest.fixture

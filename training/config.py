@@ -34,7 +34,11 @@ class TrainConfig(BaseModel):
     )
 
     backbone: str = "resnet10t"
-    pretrained: str | None = Field(None, description="Local weights file for the backbone (no hub download).")
+    pretrained: str | None = Field(
+        None,
+        description="Local weights file for the backbone (no hub download): timm weights, or another run's "
+        "last.pt/best.pt to fine-tune from.",
+    )
     image_size: int = Field(64, ge=32, le=1024)
     embedding_size: int = Field(128, ge=2, le=4096)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import timm
+import torch
 from torch import Tensor, nn
 
 
@@ -26,12 +27,16 @@ class EmbeddingModel(nn.Module):
         if not timm.is_model(backbone):
             raise ValueError(f"unknown backbone {backbone!r}: not a timm model name (see timm.list_models())")
         kwargs: dict = {"num_classes": 0}
+        run_backbone = None
         if pretrained is not None:
             if not Path(pretrained).is_file():
                 raise ValueError(f"pretrained weights file {pretrained} does not exist")
-            # timm loads a local file through the same code path as a hub download.
-            kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(pretrained)})
+            run_backbone = run_backbone_weights(Path(pretrained))
+            if run_backbone is None:  # a timm/ImageNet weights file: timm loads it as it would a hub download
+                kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(pretrained)})
         self.backbone = timm.create_model(backbone, **kwargs)
+        if run_backbone is not None:
+            self.backbone.load_state_dict(run_backbone)
         self.head = nn.Linear(self.backbone.num_features, embedding_size)
         self.norm = nn.BatchNorm1d(embedding_size) if head_batchnorm else nn.Identity()
 
@@ -41,3 +46,14 @@ class EmbeddingModel(nn.Module):
     def data_config(self) -> dict:
         """The backbone's own preprocessing (mean/std), as timm resolves it."""
         return timm.data.resolve_data_config({}, model=self.backbone)
+
+
+def run_backbone_weights(path: Path) -> dict[str, Tensor] | None:
+    """The backbone part of a Lookalike checkpoint (`last.pt` or `best.pt` of a run), or None for
+    any other file. Starting from a run trained on a large set (faces, a product catalogue) is how
+    a small set gets features it could not learn alone."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = state.get("model", state) if isinstance(state, dict) else None
+    if not isinstance(state, dict) or not any(k.startswith("backbone.") for k in state):
+        return None
+    return {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
