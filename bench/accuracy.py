@@ -21,12 +21,13 @@ import json
 import statistics
 import time
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import torch
 
 from lookalike.bundle import load_bundle
-from lookalike.images import Preprocessing, open_rgb, preprocess
+from lookalike.images import CropMode, Preprocessing, open_rgb, preprocess
 from training.config import TrainConfig
 from training.data import scan_folder, split_classes
 from training.evaluate import read_pairs
@@ -327,7 +328,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument(
         "--crop-mode",
-        choices=["center", "squash"],
+        choices=get_args(CropMode),
         default=TrainConfig.model_fields["crop_mode"].default,
         help="center: the central square; squash: the whole picture, squared",
     )

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, Field
 
+CropMode = Literal["center", "squash"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".webp", ".tif", ".tiff")
 
 
@@ -29,7 +30,7 @@ class Preprocessing(BaseModel):
         le=1,
         description="Keep this central fraction of each side before resizing (LFW faces: ~0.5).",
     )
-    crop_mode: Literal["center", "squash"] = Field(
+    crop_mode: CropMode = Field(
         default="center",
         description="center: cut the central square (no distortion); squash: resize the whole picture to a square "
         "(wide product photos keep both ends, e.g. a car's front and rear).",
@@ -56,7 +57,7 @@ def central_crop(image: Image.Image, fraction: float) -> Image.Image:
     return image.crop((left, top, left + cw, top + ch))
 
 
-def to_square(image: Image.Image, size: int, mode: str) -> Image.Image:
+def to_square(image: Image.Image, size: int, mode: CropMode) -> Image.Image:
     """The `size` x `size` picture the encoder sees: the central square of the picture resized so its
     shorter side is `size` ("center"), or the whole picture resized to the square ("squash")."""
     if mode == "squash":

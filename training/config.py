@@ -8,6 +8,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from lookalike.images import CropMode
 from training.metric.losses import LOSSES
 from training.metric.miners import MINERS
 
@@ -23,7 +24,7 @@ class TrainConfig(BaseModel):
     split: Literal["sorted", "hash"] = "sorted"
     train_fraction: float = Field(0.75, gt=0, lt=1)
     crop_fraction: float = Field(1.0, gt=0, le=1)
-    crop_mode: Literal["center", "squash"] = Field(
+    crop_mode: CropMode = Field(
         "center", description="center: the central square; squash: the whole picture, squared (wide product photos)."
     )
     min_crop_scale: float = Field(

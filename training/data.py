@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from lookalike.images import Preprocessing, central_crop, is_image_file, open_rgb, preprocess
+from lookalike.images import Preprocessing, central_crop, is_image_file, open_rgb, preprocess, to_square
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def train_prepare(spec: Preprocessing) -> Callable[[Path], Image.Image]:
             image.draft("RGB", _fit(image, math.ceil(keep / spec.crop_fraction)))  # JPEG: decode at 1/2..1/8 scale
             image = central_crop(open_rgb(image), spec.crop_fraction)
         if spec.crop_mode == "squash":
-            return image.resize((keep, keep), Image.Resampling.BICUBIC)
+            return to_square(image, keep, "squash")
         image.thumbnail(_fit(image, keep))
         return image
 

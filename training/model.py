@@ -52,7 +52,7 @@ def run_backbone_weights(path: Path) -> dict[str, Tensor] | None:
     """The backbone part of a Lookalike checkpoint (`last.pt` or `best.pt` of a run), or None for
     any other file. Starting from a run trained on a large set (faces, a product catalogue) is how
     a small set gets features it could not learn alone."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only
     state = state.get("model", state) if isinstance(state, dict) else None
     if not isinstance(state, dict) or not any(k.startswith("backbone.") for k in state):
         return None
