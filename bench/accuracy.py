@@ -56,6 +56,8 @@ METHODS = {
     "batch_hard": {"loss": "triplet", "miner": "batch_hard", "synthesis": False},
     # The paper's pairing: hardest negative among real and synthetic points.
     "batch_hard+synthesis": {"loss": "triplet", "miner": "batch_hard", "synthesis": True},
+    "multi_similarity": {"loss": "multi_similarity", "miner": "multi_similarity", "synthesis": False},
+    "multi_similarity+synthesis": {"loss": "multi_similarity", "miner": "multi_similarity", "synthesis": True},
     "pml_semihard": {"loss": "triplet", "miner": "semihard", "synthesis": False, "pml": True},
     "pixels_pca": {"pixels": True},
 }

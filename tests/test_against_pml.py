@@ -14,8 +14,8 @@ import torch
 pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
 pml_miners = pytest.importorskip("pytorch_metric_learning.miners")
 
-from training.metric.losses import TripletMarginLoss  # noqa: E402
-from training.metric.miners import SemiHardMiner, Triplets  # noqa: E402
+from training.metric.losses import MultiSimilarityLoss, TripletMarginLoss  # noqa: E402
+from training.metric.miners import MultiSimilarityMiner, SemiHardMiner, Triplets  # noqa: E402
 
 
 def unit_batch(seed: int, n_classes: int = 8, per_class: int = 4, dim: int = 16):
@@ -53,5 +53,29 @@ def test_triplet_loss_matches_pml_on_the_same_triplets(seed):
     ours = TripletMarginLoss(margin=0.3)(normalise(x_ours, dim=1), labels, Triplets(*mined))
     torch.testing.assert_close(ours, theirs)
     ours.backward()
+    theirs.backward()
+    torch.testing.assert_close(x_ours.grad, x_pml.grad, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_multi_similarity_miner_and_loss_match_pml(seed):
+    """PML mines MS pairs; we mine MS triplets. The pairs must be the same, and so must the loss
+    and its gradient."""
+    x, labels = unit_batch(seed)
+    x = x + x[labels * 4]  # pull classes together until some anchors, not all, have mined pairs
+    a1, p, a2, n = pml_miners.MultiSimilarityMiner(epsilon=0.1)(x, labels)
+    ours = MultiSimilarityMiner(epsilon=0.1)(x, labels)
+    assert set(zip(a1.tolist(), p.tolist(), strict=True)) == set(
+        zip(ours.anchor.tolist(), ours.positive.tolist(), strict=True)
+    )
+    assert set(zip(a2.tolist(), n.tolist(), strict=True)) == set(
+        zip(ours.anchor.tolist(), ours.negative.tolist(), strict=True)
+    )
+    assert 0 < len(ours.anchor.unique()) < len(x), "some anchors, not all, should have mined pairs"
+    x_pml, x_ours = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    theirs = pml_losses.MultiSimilarityLoss(alpha=2, beta=50, base=0.5)(x_pml, labels, (a1, p, a2, n))
+    mine = MultiSimilarityLoss(alpha=2, beta=50, base=0.5)(x_ours, labels, ours)
+    torch.testing.assert_close(mine, theirs)
+    mine.backward()
     theirs.backward()
     torch.testing.assert_close(x_ours.grad, x_pml.grad, atol=1e-6, rtol=1e-4)

@@ -103,5 +103,42 @@ class ContrastiveLoss(MetricLoss):
         return mean_of_positive(pos_loss, embeddings) + mean_of_positive(neg_loss, embeddings)
 
 
+def log_one_plus_sum_exp(x: Tensor, keep: Tensor) -> Tensor:
+    """Row-wise log(1 + sum of exp(x) over the kept entries), computed stably as a logsumexp
+    with a zero column; a row with nothing kept gives log(1) = 0 and no gradient."""
+    x = x.masked_fill(~keep, float("-inf"))
+    return torch.logsumexp(torch.cat([torch.zeros_like(x[:, :1]), x], dim=1), dim=1)
+
+
+@LOSSES.register("multi_similarity")
+class MultiSimilarityLoss(MetricLoss):
+    """Wang et al. (CVPR 2019), on cosine similarity S:
+
+        1/alpha * log(1 + sum_p exp(-alpha (S_ap - base))) + 1/beta * log(1 + sum_n exp(beta (S_an - base)))
+
+    per anchor, averaged over the batch (anchors with no mined pair count as zero, as in the
+    paper and in pytorch-metric-learning). Unlike the triplet loss, every pair is weighted by
+    how hard it is relative to the anchor's other pairs, which is what makes it strong on
+    fine-grained products with few images per class. It is defined on cosine similarity, so it
+    takes no `distance`. Mined triplets only say which (anchor, positive) and (anchor, negative)
+    pairs count, exactly as for the contrastive loss.
+    """
+
+    def __init__(self, alpha: float = 2.0, beta: float = 50.0, base: float = 0.5) -> None:
+        super().__init__("cosine")
+        self.alpha, self.beta, self.base = alpha, beta, base
+
+    def compute(self, embeddings: Tensor, pool: Pool, mined: Triplets) -> Tensor:
+        similarity = 1.0 - self.distance(embeddings, pool.embeddings)
+        shape = similarity.shape
+        pos = torch.zeros(shape, dtype=torch.bool, device=similarity.device)
+        neg = torch.zeros_like(pos)
+        pos[mined.anchor, mined.positive] = True
+        neg[mined.anchor, mined.negative] = True
+        pull = log_one_plus_sum_exp(-self.alpha * (similarity - self.base), pos) / self.alpha
+        push = log_one_plus_sum_exp(self.beta * (similarity - self.base), neg) / self.beta
+        return (pull + push).mean()
+
+
 def create_loss(name: str, **kwargs: object) -> MetricLoss:
     return LOSSES.create(name, **kwargs)

@@ -114,5 +114,31 @@ class BatchAllMiner(Miner):
         return Triplets(a[pair], p[pair], n)
 
 
+@MINERS.register("multi_similarity")
+class MultiSimilarityMiner(Miner):
+    """Wang et al. (CVPR 2019) pair mining on cosine similarity S, with slack `epsilon`: a negative
+    counts if S_an + epsilon > the anchor's least similar positive, a positive counts if
+    S_ap - epsilon < the anchor's most similar negative.
+
+    Returned as triplets, every kept positive of an anchor with every kept negative of it. No
+    pair is lost that way: an anchor with no kept negative has, by the two rules, no kept
+    positive either (and the other way round).
+    """
+
+    def __init__(self, epsilon: float = 0.1) -> None:
+        super().__init__("cosine")
+        self.epsilon = epsilon
+
+    def mine(self, dist: Tensor, pos: Tensor, neg: Tensor) -> Triplets:
+        # On d = 1 - S the rules read: d_an < farthest positive + eps, d_ap > nearest negative - eps.
+        far_pos = dist.masked_fill(~pos, float("-inf")).max(dim=1, keepdim=True).values
+        near_neg = dist.masked_fill(~neg, float("inf")).min(dim=1, keepdim=True).values
+        keep_pos = pos & (dist > near_neg - self.epsilon)
+        keep_neg = neg & (dist < far_pos + self.epsilon)
+        a, p = keep_pos.nonzero(as_tuple=True)
+        pair, n = keep_neg[a].nonzero(as_tuple=True)
+        return Triplets(a[pair], p[pair], n)
+
+
 def create_miner(name: str, **kwargs: object) -> Miner:
     return MINERS.create(name, **kwargs)
