@@ -1,6 +1,7 @@
 """Forward+backward time of the semi-hard triplet loss: ours (with/without synthesis) vs
 pytorch-metric-learning's TripletMarginMiner("semihard") + TripletMarginLoss, and vs a dense
-batch-hard loss, all on the same P x K batches (K = 4), measured in one run.
+batch-hard loss; and of the multi-similarity miner + loss, ours vs pytorch-metric-learning's.
+All on the same P x K batches (K = 4), measured in one run.
 
     python -m bench.losses [--sizes 128 256 512 1024] [--dim 512] [--device cpu|cuda] [--json]
 """
@@ -24,11 +25,11 @@ def dense_batch_hard(embeddings: torch.Tensor, labels: torch.Tensor, margin: flo
     return torch.relu(hardest_pos - hardest_neg + margin).mean()
 
 
-def make_pml():
+def make_pml(miner_name: str, loss_name: str, **miner_kwargs: object):
     from pytorch_metric_learning import losses, miners
 
-    miner = miners.TripletMarginMiner(margin=0.2, type_of_triplets="semihard")
-    loss = losses.TripletMarginLoss(margin=0.2)
+    miner = getattr(miners, miner_name)(**miner_kwargs)
+    loss = getattr(losses, loss_name)()
     return lambda e, y: loss(e, y, miner(e, y))
 
 
@@ -44,8 +45,10 @@ def main() -> None:
     methods = {
         "ours_semihard": create_criterion("triplet", "semihard", synthesis=False),
         "ours_semihard_synth": create_criterion("triplet", "semihard", synthesis=True),
-        "pml_semihard": make_pml(),
+        "pml_semihard": make_pml("TripletMarginMiner", "TripletMarginLoss", margin=0.2, type_of_triplets="semihard"),
         "dense_batch_hard": dense_batch_hard,
+        "ours_multi_similarity": create_criterion("multi_similarity", "multi_similarity", synthesis=False),
+        "pml_multi_similarity": make_pml("MultiSimilarityMiner", "MultiSimilarityLoss", epsilon=0.1),
     }
     rows = []
     for n in args.sizes:
@@ -74,12 +77,13 @@ def main() -> None:
                 "pml/ours_synth": ms["pml_semihard"] / ms["ours_semihard_synth"],
                 "ours/batch_hard": ms["ours_semihard"] / ms["dense_batch_hard"],
                 "ours_synth/batch_hard": ms["ours_semihard_synth"] / ms["dense_batch_hard"],
+                "pml/ours_ms": ms["pml_multi_similarity"] / ms["ours_multi_similarity"],
             }
         )
     print_rows(
         rows,
         args.json,
-        f"semi-hard triplet loss, forward+backward, dim {args.dim}, K=4, on {device} "
+        f"semi-hard triplet and multi-similarity losses, forward+backward, dim {args.dim}, K=4, on {device} "
         f"({torch.get_num_threads()} threads)",
     )
 
