@@ -130,8 +130,7 @@ class MultiSimilarityLoss(MetricLoss):
 
     def compute(self, embeddings: Tensor, pool: Pool, mined: Triplets) -> Tensor:
         similarity = 1.0 - self.distance(embeddings, pool.embeddings)
-        shape = similarity.shape
-        pos = torch.zeros(shape, dtype=torch.bool, device=similarity.device)
+        pos = torch.zeros(similarity.shape, dtype=torch.bool, device=similarity.device)
         neg = torch.zeros_like(pos)
         pos[mined.anchor, mined.positive] = True
         neg[mined.anchor, mined.negative] = True
