@@ -28,11 +28,15 @@ import torch
 
 from lookalike.bundle import load_bundle
 from lookalike.images import CropMode, Preprocessing, open_rgb, preprocess
-from training.config import TrainConfig
-from training.data import scan_folder, split_classes
-from training.evaluate import read_pairs
-from training.loop import train
-from training.metrics import retrieval_metrics, verification_metrics
+from lookalike.training import (
+    TrainConfig,
+    read_pairs,
+    retrieval_metrics,
+    scan_folder,
+    split_classes,
+    train,
+    verification_metrics,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

@@ -13,7 +13,7 @@ import argparse
 import torch
 
 from bench.table import median_seconds, print_rows
-from training.metric.criterion import create_criterion
+from lookalike.training.metric_learning import create_criterion
 
 
 def dense_batch_hard(embeddings: torch.Tensor, labels: torch.Tensor, margin: float = 0.2) -> torch.Tensor:

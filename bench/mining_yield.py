@@ -28,11 +28,8 @@ from torch import Tensor
 from bench.accuracy import DATASETS, SHARED, add_model_arguments, budget_folder, budgets_of, read_results, test_split
 from bench.table import print_rows
 from lookalike.images import Preprocessing, open_rgb, preprocess
-from training.metric.miners import Triplets, create_miner
-from training.metric.pool import Pool
-from training.metric.synthesis import symmetrical_synthesis
-from training.model import EmbeddingModel
-from training.sampler import PKSampler
+from lookalike.training import EmbeddingModel, PKSampler
+from lookalike.training.metric_learning import Pool, Triplets, create_miner, symmetrical_synthesis
 
 
 def load_model(run: Path | None, backbone: str, embedding_size: int) -> EmbeddingModel:

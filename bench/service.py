@@ -24,16 +24,15 @@ import numpy as np
 from PIL import Image
 
 from bench.table import print_rows
-from index.build import build_index
-from index.kinds import create_kind
 from lookalike.bundle import Encoder, load_bundle
-from service.launcher import start_server, stop_server
+from lookalike.cli import start_server, stop_server
+from lookalike.index import build_index, create_kind
 
 
 def default_bundle(directory: Path) -> Path:
     from lookalike.bundle import BundleSpec, write_bundle
     from lookalike.images import Preprocessing
-    from training.model import EmbeddingModel
+    from lookalike.training import EmbeddingModel
 
     model = EmbeddingModel("resnet18", 128)
     cfg = model.data_config()

@@ -61,7 +61,7 @@ podman build --pull=never --network=host --format docker --build-arg BASE_IMAGE=
 
 log "a bundle and a gallery to serve"
 if [ ! -f "$WORK/run/bundle/bundle.json" ]; then
-  "$BIN/python" -c "from lookalike.demo import write_digits; from pathlib import Path; write_digits(Path('$WORK/digits'))"
+  "$BIN/python" -c "from lookalike.cli.demo import write_digits; from pathlib import Path; write_digits(Path('$WORK/digits'))"
   "$BIN/lookalike" train --data "$WORK/digits" --out "$WORK/run" --backbone test_resnet --image-size 32 \
     --embedding-size 32 --epochs 1 --train-fraction 0.6 --classes-per-batch 4 --samples-per-class 8 --workers 0
 fi

@@ -6,4 +6,38 @@
 - `versions`: the `current` pointer and the atomic switch that publishes a new version.
 - `gallery`: reading a gallery folder or CSV and embedding it with a bundle.
 - `build`: build / add / remove, each publishing a new version.
+- `cli`: `lookalike index build|add|remove|info`.
+
+The names below are the stage's public surface: the service and the other stages import
+these, never the modules behind them.
 """
+
+from lookalike.index.build import add_to_index, build_index, remove_from_index
+from lookalike.index.gallery import GalleryError, GalleryItem, embed_items, read_gallery
+from lookalike.index.kinds import INDEX_KINDS, IndexKind, create_kind
+from lookalike.index.metadata import Entry
+from lookalike.index.store import GalleryIndex, Hit, IndexFormatError, IndexManifest, IndexMismatchError
+from lookalike.index.versions import NoIndexError, current_version, publish, staged_version
+
+__all__ = [
+    "INDEX_KINDS",
+    "Entry",
+    "GalleryError",
+    "GalleryIndex",
+    "GalleryItem",
+    "Hit",
+    "IndexFormatError",
+    "IndexKind",
+    "IndexManifest",
+    "IndexMismatchError",
+    "NoIndexError",
+    "add_to_index",
+    "build_index",
+    "create_kind",
+    "current_version",
+    "embed_items",
+    "publish",
+    "read_gallery",
+    "remove_from_index",
+    "staged_version",
+]

@@ -6,11 +6,12 @@ import logging
 import time
 from pathlib import Path
 
-from index.gallery import embed_items, read_gallery
-from index.metadata import Entry
-from index.store import GalleryIndex
-from index.versions import current_version, publish, staged_version
 from lookalike.bundle import load_bundle
+from lookalike.errors import LookalikeError
+from lookalike.index.gallery import embed_items, read_gallery
+from lookalike.index.metadata import Entry
+from lookalike.index.store import GalleryIndex
+from lookalike.index.versions import current_version, publish, staged_version
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def remove_from_index(
     live = GalleryIndex.open(current_version(root))
     doomed = set(live.metadata.existing(ids or [])) | set(live.metadata.ids_with_labels(labels or []))
     if not doomed:
-        raise ValueError("nothing to remove: no entry has the given ids or labels")
+        raise LookalikeError("nothing to remove: no entry has the given ids or labels")
     with staged_version(root) as staging:
         updated = live.copy_to(staging)
         updated.remove(sorted(doomed))

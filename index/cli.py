@@ -6,11 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
-from index.kinds import INDEX_KINDS
+from lookalike.errors import LookalikeError
+from lookalike.index.build import add_to_index, build_index, remove_from_index
+from lookalike.index.kinds import INDEX_KINDS
+from lookalike.index.store import GalleryIndex
+from lookalike.index.versions import current_version
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("index", help="build and maintain a gallery index")
+def configure(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     fmt = argparse.ArgumentDefaultsHelpFormatter
 
@@ -41,35 +44,26 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from index.build import build_index
-
     built = build_index(args.bundle, args.gallery, args.out, args.kind, args.batch_size)
     print(json.dumps({"version": str(built.directory), **built.manifest.model_dump()}, indent=2))
     return 0
 
 
 def run_add(args: argparse.Namespace) -> int:
-    from index.build import add_to_index
-
     updated = add_to_index(args.bundle, args.gallery, args.index, args.batch_size)
     print(json.dumps({"version": str(updated.directory), "count": updated.size}))
     return 0
 
 
 def run_remove(args: argparse.Namespace) -> int:
-    from index.build import remove_from_index
-
     if not args.ids and not args.labels:
-        raise ValueError("say what to remove with --id and/or --label")
+        raise LookalikeError("say what to remove with --id and/or --label")
     updated, removed = remove_from_index(args.index, args.ids, args.labels)
     print(json.dumps({"version": str(updated.directory), "removed": removed, "count": updated.size}))
     return 0
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from index.store import GalleryIndex
-    from index.versions import current_version
-
     version = current_version(args.index)
     print(json.dumps({"version": str(version), **GalleryIndex.open(version).manifest.model_dump()}, indent=2))
     return 0

@@ -11,12 +11,13 @@ import numpy as np
 from tqdm import tqdm
 
 from lookalike.bundle import Encoder
+from lookalike.errors import LookalikeError
 from lookalike.images import is_image_file, open_rgb
 
 log = logging.getLogger(__name__)
 
 
-class GalleryError(ValueError):
+class GalleryError(LookalikeError, ValueError):
     """The gallery source cannot be read; the message says why."""
 
 

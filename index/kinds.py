@@ -13,6 +13,7 @@ import math
 import faiss
 import numpy as np
 
+from lookalike.errors import ConfigError
 from lookalike.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ class IVFPQKind(IndexKind):
 
     def create(self, dim: int, training: np.ndarray) -> faiss.Index:
         if len(training) < self.min_vectors:
-            raise ValueError(
+            raise ConfigError(
                 f"ivfpq needs at least {self.min_vectors} gallery images to train its quantiser "
                 f"(got {len(training)}); use --kind flat or hnsw for small galleries"
             )

@@ -39,7 +39,6 @@ class MetadataStore:
     """Thread-safe access to one `metadata.sqlite` (the service reads it from many threads)."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False)
         self._db.executescript(SCHEMA)

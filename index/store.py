@@ -11,16 +11,21 @@ import faiss
 import numpy as np
 from pydantic import BaseModel
 
-from index.kinds import IndexKind, create_kind, to_search_device
-from index.metadata import Entry, MetadataStore
+from lookalike.errors import LookalikeError
+from lookalike.index.kinds import IndexKind, create_kind, to_search_device
+from lookalike.index.metadata import Entry, MetadataStore
 
 INDEX_FILE = "index.faiss"
 METADATA_FILE = "metadata.sqlite"
 MANIFEST_FILE = "manifest.json"
 
 
-class IndexMismatchError(ValueError):
+class IndexMismatchError(LookalikeError, ValueError):
     """The index was built with another encoder than the one it is being used with."""
+
+
+class IndexFormatError(LookalikeError, FileNotFoundError):
+    """A directory that should hold an index version does not."""
 
 
 class IndexManifest(BaseModel):
@@ -71,7 +76,7 @@ class GalleryIndex:
     ) -> GalleryIndex:
         """Write a new index version into the (empty) `directory`."""
         if len(vectors) == 0:
-            raise ValueError("the gallery has no readable images: nothing to index")
+            raise LookalikeError("the gallery has no readable images: nothing to index")
         index_kind = create_kind(kind)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         index = index_kind.create(vectors.shape[1], vectors)
@@ -97,7 +102,7 @@ class GalleryIndex:
         """Load a version; refuse it if it was built with another bundle than `bundle_hash`."""
         manifest_path = directory / MANIFEST_FILE
         if not manifest_path.is_file():
-            raise FileNotFoundError(f"{directory} is not an index version: {MANIFEST_FILE} is missing")
+            raise IndexFormatError(f"{directory} is not an index version: {MANIFEST_FILE} is missing")
         manifest = IndexManifest.model_validate_json(manifest_path.read_text())
         if bundle_hash is not None and manifest.bundle_hash != bundle_hash:
             raise IndexMismatchError(

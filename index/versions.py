@@ -19,12 +19,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from lookalike.errors import LookalikeError
+
 CURRENT = "current"
 VERSIONS = "versions"
 KEEP_VERSIONS = 3
 
 
-class NoIndexError(FileNotFoundError):
+class NoIndexError(LookalikeError, FileNotFoundError):
     """The index root has no published version."""
 
 

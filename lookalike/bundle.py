@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from pydantic import BaseModel, Field
 
+from lookalike.errors import LookalikeError
 from lookalike.images import Preprocessing, preprocess
 
 ENCODER_FILE = "encoder.pt2"
@@ -29,7 +30,7 @@ SPEC_FILE = "bundle.json"
 FORMAT_VERSION = 1
 
 
-class BundleError(RuntimeError):
+class BundleError(LookalikeError, RuntimeError):
     """A bundle is missing, incomplete, corrupted or of an unknown format."""
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from lookalike.errors import LookalikeError
+
 T = TypeVar("T")
 
 
-class UnknownNameError(ValueError):
+class UnknownNameError(LookalikeError, ValueError):
     """Raised for a name that is not registered; the message lists the valid names."""
 
 
@@ -25,7 +27,7 @@ class Registry(Generic[T]):
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def add(factory: Callable[..., T]) -> Callable[..., T]:
             if name in self._entries:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
+                raise RuntimeError(f"{self.kind} {name!r} is registered twice")  # a bug in the code, not input
             self._entries[name] = factory
             return factory
 

@@ -12,14 +12,14 @@ from fastapi.middleware.cors import CORSMiddleware
 
 import lookalike
 from lookalike.bundle import load_bundle
-from service.batcher import MicroBatcher
-from service.deps import ServiceState, require_api_key
-from service.errors import install_error_handlers
-from service.index_holder import IndexHolder
-from service.middleware import GuardAndMeasure
-from service.routers import embed, health, search, verify
-from service.settings import Settings
-from service.telemetry import Telemetry
+from lookalike.service.batcher import MicroBatcher
+from lookalike.service.deps import ServiceState, require_api_key
+from lookalike.service.errors import install_error_handlers
+from lookalike.service.index_reloader import IndexReloader
+from lookalike.service.middleware import GuardAndMeasure
+from lookalike.service.routers import embed, health, search, verify
+from lookalike.service.settings import Settings
+from lookalike.service.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +36,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         torch.set_num_threads(settings.torch_threads)
     encoder = load_bundle(settings.bundle, batch_size=settings.max_batch)
     telemetry = Telemetry()
-    holder = IndexHolder(settings.index, encoder.spec.content_hash, settings.reload_interval_s)
-    holder.load_now()
+    reloader = IndexReloader(settings.index, encoder.spec.content_hash, settings.reload_interval_s)
+    reloader.load_now()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         batcher = MicroBatcher(
             encoder, settings.max_batch, settings.max_wait_ms / 1000, on_batch=telemetry.batch_size.observe
         )
-        app.state.service = ServiceState(settings, encoder, batcher, holder, telemetry)
+        app.state.service = ServiceState(settings, encoder, batcher, reloader, telemetry)
         batcher.start()
-        holder.start()
-        log.info("ready: bundle %s (%s), index %s", settings.bundle, encoder.spec.backbone, holder.live.directory)
+        reloader.start()
+        log.info("ready: bundle %s (%s), index %s", settings.bundle, encoder.spec.backbone, reloader.live.directory)
         yield
-        await holder.stop()
+        await reloader.stop()
         await batcher.stop()
 
     app = FastAPI(

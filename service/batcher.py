@@ -11,7 +11,6 @@ queries in one call, which saves a thread hop and a metadata query per request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,8 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from index.store import GalleryIndex, Hit
 from lookalike.bundle import Encoder
+from lookalike.index import GalleryIndex, Hit
+from lookalike.service.background import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,7 @@ class MicroBatcher:
         self.task = asyncio.create_task(self._run(), name="micro-batcher")
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        await cancel_and_wait(self.task)
         self.executor.shutdown(wait=True)
 
     async def embed(self, images: list[Image.Image]) -> np.ndarray:

@@ -5,15 +5,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import uvicorn
+from pydantic import ValidationError
 
-def register(commands: argparse._SubParsersAction) -> None:
-    serve = commands.add_parser(
-        "serve",
-        help="serve /search, /verify and /embed over HTTP",
-        description="Settings also come from LOOKALIKE_* environment variables "
-        "(e.g. LOOKALIKE_API_KEY); flags given here win.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+from lookalike.errors import ConfigError
+from lookalike.service.app import create_app
+from lookalike.service.settings import Settings
+
+
+def configure(serve: argparse.ArgumentParser) -> None:
+    serve.description = (
+        "Serve /search, /verify and /embed over HTTP. Settings also come from LOOKALIKE_* environment "
+        "variables (e.g. LOOKALIKE_API_KEY); flags given here win."
     )
+    serve.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     serve.add_argument("--bundle", type=Path, help="exported encoder bundle (LOOKALIKE_BUNDLE)")
     serve.add_argument("--index", type=Path, help="index root (LOOKALIKE_INDEX)")
     serve.add_argument("--host", default="127.0.0.1")
@@ -26,11 +31,6 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from service.app import create_app
-    from service.settings import Settings
-
     overrides = {
         "bundle": args.bundle,
         "index": args.index,
@@ -38,6 +38,9 @@ def run_serve(args: argparse.Namespace) -> int:
         "max_wait_ms": args.max_wait_ms,
         "api_key": args.api_key,
     }
-    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as err:
+        raise ConfigError.from_validation(err) from None
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -8,13 +8,13 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
-from index.store import GalleryIndex
 from lookalike.bundle import Encoder
-from service.batcher import MicroBatcher
-from service.errors import ApiError
-from service.index_holder import IndexHolder
-from service.settings import Settings
-from service.telemetry import Telemetry
+from lookalike.index import GalleryIndex
+from lookalike.service.batcher import MicroBatcher
+from lookalike.service.errors import ApiError
+from lookalike.service.index_reloader import IndexReloader
+from lookalike.service.settings import Settings
+from lookalike.service.telemetry import Telemetry
 
 
 @dataclass
@@ -22,7 +22,7 @@ class ServiceState:
     settings: Settings
     encoder: Encoder
     batcher: MicroBatcher
-    index: IndexHolder
+    index_reloader: IndexReloader
     telemetry: Telemetry
 
 
@@ -44,9 +44,9 @@ def require_api_key(state: State, key: Annotated[str | None, Security(api_key_he
 
 
 def live_index(state: State) -> GalleryIndex:
-    if state.index.live is None:
+    if state.index_reloader.live is None:
         raise ApiError(503, "not_ready", "no index is loaded yet")
-    return state.index.live
+    return state.index_reloader.live
 
 
 LiveIndex = Annotated[GalleryIndex, Depends(live_index)]

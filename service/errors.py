@@ -9,10 +9,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from lookalike.errors import LookalikeError
+
 log = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
+class ApiError(LookalikeError):
+    """A request the service refuses: answered with `status` and an `ErrorBody`."""
+
     def __init__(self, status: int, error: str, detail: str) -> None:
         super().__init__(detail)
         self.status, self.error, self.detail = status, error, detail

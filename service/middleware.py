@@ -12,8 +12,8 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import error_response
-from service.telemetry import Telemetry
+from lookalike.service.errors import error_response
+from lookalike.service.telemetry import Telemetry
 
 
 class GuardAndMeasure:

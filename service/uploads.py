@@ -8,7 +8,7 @@ import warnings
 from fastapi import UploadFile
 from PIL import Image, UnidentifiedImageError
 
-from service.errors import ApiError
+from lookalike.service.errors import ApiError
 
 ACCEPTED_FORMATS = {"JPEG", "PNG", "WEBP", "BMP", "PPM", "TIFF", "GIF"}
 CHUNK = 1 << 16

@@ -6,7 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from training.config import TrainConfig
+from lookalike.training.config import TrainConfig, load_config
+from lookalike.training.evaluate import evaluate_bundle
+from lookalike.training.loop import train
 
 # Flags that map one-to-one onto TrainConfig fields; their help text is the field's description.
 FLAG_TYPES = {
@@ -38,14 +40,13 @@ FLAG_TYPES = {
     "export": str,
     "seed": int,
 }
+# Boolean TrainConfig fields, each a --name/--no-name pair.
+SWITCHES = ("synthesis", "amp", "compile", "cache_images", "resume")
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    train = commands.add_parser(
-        "train",
-        help="train an embedding model and export a bundle",
-        description="Train on a folder with one sub-folder per identity/class; "
-        "held-out classes are evaluated after every epoch.",
+def configure_train(train: argparse.ArgumentParser) -> None:
+    train.description = (
+        "Train on a folder with one sub-folder per identity/class; held-out classes are evaluated after every epoch."
     )
     fields = TrainConfig.model_fields
     for name, kind in FLAG_TYPES.items():
@@ -57,7 +58,7 @@ def register(commands: argparse._SubParsersAction) -> None:
             default=None,
             help=f"{field.description or ''} (default: {default})".strip(),
         )
-    for name in ("synthesis", "amp", "compile", "cache_images", "resume"):
+    for name in SWITCHES:
         train.add_argument(
             f"--{name.replace('_', '-')}",
             dest=name,
@@ -68,9 +69,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--config", type=Path, help="YAML file of options; flags given here override it")
     train.set_defaults(handler=run_train)
 
-    evaluate = commands.add_parser(
-        "evaluate", help="measure a bundle on a labelled folder", formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+
+def configure_evaluate(evaluate: argparse.ArgumentParser) -> None:
+    evaluate.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     evaluate.add_argument("--bundle", type=Path, required=True)
     evaluate.add_argument("--data", type=Path, required=True, help="folder with one sub-folder per class")
     evaluate.add_argument("--pairs", type=Path, help="LFW-format pairs.txt for 10-fold verification")
@@ -80,10 +81,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from training.config import load_config
-    from training.loop import train
-
-    overrides = {name: getattr(args, name) for name in [*FLAG_TYPES, "synthesis", "amp", "compile", "resume"]}
+    overrides = {name: getattr(args, name) for name in [*FLAG_TYPES, *SWITCHES]}
     cfg = load_config(args.config, overrides)
     summary = train(cfg)
     if summary:
@@ -92,8 +90,6 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from training.evaluate import evaluate_bundle
-
     result = evaluate_bundle(args.bundle, args.data, args.pairs, nmi=False if args.no_nmi else None)
     if args.json:
         print(json.dumps(result))

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import timm
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lookalike.errors import ConfigError
 from lookalike.images import CropMode
-from training.metric.losses import LOSSES
-from training.metric.miners import MINERS
+from lookalike.training.metric_learning import LOSSES, MINERS
 
 
 class TrainConfig(BaseModel):
@@ -78,8 +79,6 @@ class TrainConfig(BaseModel):
     @field_validator("backbone")
     @classmethod
     def _known_backbone(cls, name: str) -> str:
-        import timm  # here, not at the top: `lookalike serve` builds this CLI and must not pay for timm
-
         if not timm.is_model(name):
             raise ValueError(f"unknown backbone {name!r}: not a timm model name (see timm.list_models())")
         return name
@@ -110,12 +109,20 @@ class TrainConfig(BaseModel):
 
 
 def load_config(path: Path | None, overrides: dict) -> TrainConfig:
-    """YAML file first, CLI flags (those actually given) on top."""
+    """YAML file first, CLI flags (those actually given) on top; `ConfigError` says what is wrong."""
     values = {}
     if path is not None:
-        loaded = yaml.safe_load(path.read_text()) or {}
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path} is not valid YAML: {err}") from None
         if not isinstance(loaded, dict):
-            raise ValueError(f"{path} must hold a mapping of option: value")
+            raise ConfigError(f"{path} must hold a mapping of option: value")
         values.update({k.replace("-", "_"): v for k, v in loaded.items()})
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return TrainConfig.model_validate(values)
+    try:
+        return TrainConfig.model_validate(values)
+    except ValidationError as err:
+        raise ConfigError.from_validation(err) from None

@@ -25,12 +25,13 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from tqdm import tqdm
 
+from lookalike.errors import LookalikeError
 from lookalike.images import Preprocessing, central_crop, is_image_file, open_rgb, preprocess, to_square
 
 log = logging.getLogger(__name__)
 
 
-class DataError(ValueError):
+class DataError(LookalikeError, ValueError):
     """The data folder cannot be used for training or evaluation; the message says why."""
 
 

@@ -17,8 +17,8 @@ from tqdm import tqdm
 
 from lookalike.bundle import load_bundle
 from lookalike.images import open_rgb
-from training.data import DataError, ImageDataset, collate, scan_folder
-from training.metrics import retrieval_metrics, sample_pairs, verification_metrics
+from lookalike.training.data import DataError, ImageDataset, collate, scan_folder
+from lookalike.training.scoring import retrieval_metrics, sample_pairs, verification_metrics
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,8 @@ def find_image(root: Path, name: str, number: int) -> Path:
 
 def read_pairs(path: Path, root: Path) -> list[Pair]:
     """Parse an LFW `pairs.txt` (first line: folds and pairs per fold per kind)."""
+    if not path.is_file():
+        raise DataError(f"pairs file {path} does not exist")
     lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
     try:
         n_folds, per_fold = int(lines[0][0]), int(lines[0][1])

@@ -23,9 +23,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from lookalike.bundle import BundleSpec, write_bundle
+from lookalike.errors import ConfigError
 from lookalike.images import Preprocessing
-from training.config import TrainConfig
-from training.data import (
+from lookalike.training.config import TrainConfig
+from lookalike.training.data import (
     DataError,
     ImageDataset,
     collate,
@@ -35,12 +36,12 @@ from training.data import (
     train_augment,
     train_prepare,
 )
-from training.distributed import barrier, init_distributed, shutdown
-from training.evaluate import embed_dataset, evaluate_embeddings
-from training.metric.criterion import create_criterion
-from training.model import EmbeddingModel
-from training.plots import plot_metrics
-from training.sampler import PKSampler
+from lookalike.training.distributed import barrier, init_distributed, shutdown
+from lookalike.training.evaluate import embed_dataset, evaluate_embeddings
+from lookalike.training.metric_learning import create_criterion
+from lookalike.training.model import EmbeddingModel
+from lookalike.training.plots import plot_metrics
+from lookalike.training.sampler import PKSampler
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but PyTorch sees no CUDA GPU")
+        raise ConfigError("--device cuda was asked for, but PyTorch sees no CUDA GPU")
     return torch.device(name)
 
 

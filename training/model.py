@@ -8,9 +8,11 @@ import timm
 import torch
 from torch import Tensor, nn
 
+from lookalike.errors import ConfigError
+
 
 class EmbeddingModel(nn.Module):
-    """timm backbone (pooled features) -> Linear -> optional BatchNorm -> unit-length embedding.
+    """timm backbone (pooled features) -> Linear -> BatchNorm -> unit-length embedding.
 
     Unit length makes cosine, Euclidean and squared Euclidean rank neighbours the same way and
     lets the index use inner-product search.
@@ -21,16 +23,15 @@ class EmbeddingModel(nn.Module):
         backbone: str,
         embedding_size: int = 128,
         pretrained: str | None = None,
-        head_batchnorm: bool = True,
     ) -> None:
         super().__init__()
         if not timm.is_model(backbone):
-            raise ValueError(f"unknown backbone {backbone!r}: not a timm model name (see timm.list_models())")
+            raise ConfigError(f"unknown backbone {backbone!r}: not a timm model name (see timm.list_models())")
         kwargs: dict = {"num_classes": 0}
         run_backbone = None
         if pretrained is not None:
             if not Path(pretrained).is_file():
-                raise ValueError(f"pretrained weights file {pretrained} does not exist")
+                raise ConfigError(f"pretrained weights file {pretrained} does not exist")
             run_backbone = run_backbone_weights(Path(pretrained))
             if run_backbone is None:  # a timm/ImageNet weights file: timm loads it as it would a hub download
                 kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(pretrained)})
@@ -38,7 +39,7 @@ class EmbeddingModel(nn.Module):
         if run_backbone is not None:
             self.backbone.load_state_dict(run_backbone)
         self.head = nn.Linear(self.backbone.num_features, embedding_size)
-        self.norm = nn.BatchNorm1d(embedding_size) if head_batchnorm else nn.Identity()
+        self.norm = nn.BatchNorm1d(embedding_size)
 
     def forward(self, images: Tensor) -> Tensor:
         return nn.functional.normalize(self.norm(self.head(self.backbone(images))), dim=1)

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from training.metrics import RECALL_KS
+from lookalike.training.scoring import RECALL_KS
 
 
 def plot_metrics(metrics_file: Path, out: Path) -> None:

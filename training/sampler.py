@@ -13,6 +13,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch.utils.data import Sampler
 
+from lookalike.training.data import DataError
+
 
 class PKSampler(Sampler[list[int]]):
     def __init__(
@@ -34,7 +36,7 @@ class PKSampler(Sampler[list[int]]):
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch = 0
         if len(self.by_class) < self.p * world_size:
-            raise ValueError(
+            raise DataError(
                 f"P x K sampling needs at least {self.p * world_size} classes with 2+ images "
                 f"(classes per batch {self.p} x {world_size} process(es)); the data has {len(self.by_class)}"
             )

@@ -7,8 +7,8 @@ from fastapi import UploadFile
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from service.deps import ServiceState
-from service.uploads import decode_image, read_upload
+from lookalike.service.deps import ServiceState
+from lookalike.service.uploads import decode_image, read_upload
 
 
 async def decode_uploads(state: ServiceState, *uploads: UploadFile) -> list[Image.Image]:

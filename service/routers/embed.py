@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, UploadFile
 
-from service.deps import State
-from service.routers.common import embed_uploads
-from service.schemas import IMAGE_ERRORS, EmbedResponse
+from lookalike.service.deps import State
+from lookalike.service.routers.common import embed_uploads
+from lookalike.service.schemas import IMAGE_ERRORS, EmbedResponse
 
 router = APIRouter(tags=["embed"])
 

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.deps import State
-from service.schemas import Health, Readiness
+from lookalike.service.deps import State
+from lookalike.service.schemas import Health, Readiness
 
 router = APIRouter(tags=["operations"])
 
@@ -19,7 +19,7 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(state: State) -> JSONResponse:
-    live = state.index.live
+    live = state.index_reloader.live
     body = Readiness(
         ready=live is not None,
         bundle_hash=state.encoder.spec.content_hash,
@@ -31,6 +31,6 @@ async def readyz(state: State) -> JSONResponse:
 
 @router.get("/metrics", response_class=Response)
 async def metrics(state: State) -> Response:
-    live = state.index.live
+    live = state.index_reloader.live
     state.telemetry.index_size.set(live.size if live else 0)
     return Response(generate_latest(state.telemetry.registry), media_type=CONTENT_TYPE_LATEST)

@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Query, UploadFile
 
-from service.deps import LiveIndex, State
-from service.errors import ApiError
-from service.routers.common import decode_uploads
-from service.schemas import IMAGE_ERRORS, IdentityMatch, Match, SearchResponse
+from lookalike.service.deps import LiveIndex, State
+from lookalike.service.errors import ApiError
+from lookalike.service.routers.common import decode_uploads
+from lookalike.service.schemas import IMAGE_ERRORS, IdentityMatch, Match, SearchResponse
 
 router = APIRouter(tags=["search"])
 

@@ -1,0 +1,54 @@
+"""The live index, swapped for a new version without a restart.
+
+A background task watches the index root's `current` pointer. When it moves, the new version
+is loaded off the event loop, checked against the bundle, and swapped in with one assignment:
+requests already running keep the `GalleryIndex` object they took, so none fails mid-swap. A
+version that cannot be loaded is logged and skipped; the old one keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from starlette.concurrency import run_in_threadpool
+
+from lookalike.index import GalleryIndex, current_version
+from lookalike.service.background import cancel_and_wait
+
+log = logging.getLogger(__name__)
+
+
+class IndexReloader:
+    """Holds the live `GalleryIndex` and swaps in each new version the root publishes."""
+
+    def __init__(self, root: Path, bundle_hash: str, interval_s: float) -> None:
+        self.root, self.bundle_hash, self.interval_s = root, bundle_hash, interval_s
+        self.live: GalleryIndex | None = None
+        self.task: asyncio.Task | None = None
+
+    def load_now(self) -> None:
+        """First load, at start-up: failures here are fatal (the service cannot be ready)."""
+        self.live = GalleryIndex.open(current_version(self.root), self.bundle_hash, on_device=True)
+        log.info("serving index %s (%d entries)", self.live.directory, self.live.size)
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._watch(), name="index-reloader")
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self.task)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                target = current_version(self.root)
+                if self.live is not None and target == self.live.directory:
+                    continue
+                fresh = await run_in_threadpool(GalleryIndex.open, target, self.bundle_hash, True)
+            except Exception as err:  # keep serving the old version, say why the new one was refused
+                log.error("not switching index: %s", err)
+                continue
+            self.live = fresh
+            log.info("switched to index %s (%d entries)", fresh.directory, fresh.size)

@@ -1,0 +1,49 @@
+"""What several test modules share: real data sets, generated images, running the real CLI.
+
+Imported as `tests.helpers` (never from `conftest`, which pytest loads on its own terms).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+LEGACY = Path(__file__).resolve().parent / "data" / "legacy-0.1.0"
+"""A bundle, an index and their gallery written by Lookalike 0.1.0 (before the single namespace)."""
+
+COLOURS = [(220, 40, 40), (40, 200, 40), (40, 40, 220), (200, 200, 40), (200, 40, 200)]
+
+
+def shared_dataset(name: str) -> Path:
+    path = SHARED_DATA / name / "images"
+    if not path.is_dir():
+        pytest.skip(f"real data not available: {path} is missing (../shared/data sits beside the project in CI)")
+    return path
+
+
+def write_image(path: Path, colour: tuple[int, int, int], seed: int, size: tuple[int, int] = (40, 48)) -> Path:
+    """A small real PNG/JPEG: a class colour plus per-image noise, so classes embed apart."""
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(np.array(colour, dtype=np.float32) + rng.normal(0, 25, (size[1], size[0], 3)), 0, 255)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.astype("uint8")).save(path)
+    return path
+
+
+def run_cli(*args: str, timeout: float = 300, cwd: Path = ROOT, **kwargs) -> subprocess.CompletedProcess:
+    """`python -m lookalike.cli ARGS` in a subprocess, as a user would type `lookalike ARGS`."""
+    return subprocess.run(
+        [sys.executable, "-m", "lookalike.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )

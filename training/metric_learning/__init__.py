@@ -1,0 +1,57 @@
+"""Metric-learning pieces, composable as in pytorch-metric-learning.
+
+- `distances`: dissimilarity matrices (smaller is closer), one per named metric.
+- `synthesis`: Symmetrical Synthesis, which grows the pool of reference points.
+- `pool`: the points a miner searches (the batch, then any synthetic points).
+- `miners`: pick (anchor, positive, negative) index triplets from a batch and a pool.
+- `losses`: score what was mined; every loss is called as `loss(embeddings, labels, mined, pool)`.
+- `criterion`: glues them together behind one `criterion(embeddings, labels)` call.
+
+Each kind has a registry (`DISTANCES`, `MINERS`, `LOSSES`): a name in a config picks the class.
+"""
+
+from lookalike.training.metric_learning.criterion import MetricCriterion, create_criterion
+from lookalike.training.metric_learning.distances import DISTANCES, Distance, create_distance
+from lookalike.training.metric_learning.losses import (
+    LOSSES,
+    ContrastiveLoss,
+    MetricLoss,
+    MultiSimilarityLoss,
+    TripletMarginLoss,
+)
+from lookalike.training.metric_learning.miners import (
+    MINERS,
+    BatchAllMiner,
+    BatchHardMiner,
+    Miner,
+    MultiSimilarityMiner,
+    SemiHardMiner,
+    Triplets,
+    create_miner,
+)
+from lookalike.training.metric_learning.pool import Pool
+from lookalike.training.metric_learning.synthesis import reflect, symmetrical_synthesis
+
+__all__ = [
+    "DISTANCES",
+    "LOSSES",
+    "MINERS",
+    "BatchAllMiner",
+    "BatchHardMiner",
+    "ContrastiveLoss",
+    "Distance",
+    "MetricCriterion",
+    "MetricLoss",
+    "Miner",
+    "MultiSimilarityLoss",
+    "MultiSimilarityMiner",
+    "Pool",
+    "SemiHardMiner",
+    "TripletMarginLoss",
+    "Triplets",
+    "create_criterion",
+    "create_distance",
+    "create_miner",
+    "reflect",
+    "symmetrical_synthesis",
+]

@@ -1,0 +1,75 @@
+"""Pairwise dissimilarities between two sets of embeddings.
+
+Every distance here is a *dissimilarity*: smaller means closer. Cosine is exposed as
+`1 - cos`, so miners and losses need no "is this a similarity?" branches and margins always
+mean "how much farther the negative must be". On L2-normalised embeddings the three agree on
+ordering: squared Euclidean = 2 * cosine, Euclidean = sqrt(2 * cosine).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lookalike.registry import Registry
+
+DISTANCES: Registry[Distance] = Registry("distance")
+
+
+class Distance:
+    """Callable `(x[N, D], y[M, D]) -> [N, M]` dissimilarity matrix; `paired` for matching rows."""
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def paired(self, x: Tensor, y: Tensor) -> Tensor:
+        """Dissimilarity of row i of x with row i of y, `[T]`: what a loss needs for T mined
+        tuples, without the full matrix (and its backward) that only the miner needs."""
+        raise NotImplementedError
+
+
+@DISTANCES.register("cosine")
+class CosineDistance(Distance):
+    """1 - cos(x, y): blind to the norms, so it also ranks embeddings that are not unit length."""
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        x = torch.nn.functional.normalize(x, dim=1)
+        y = torch.nn.functional.normalize(y, dim=1)
+        return 1.0 - x @ y.T
+
+    def paired(self, x: Tensor, y: Tensor) -> Tensor:
+        return 1.0 - torch.nn.functional.cosine_similarity(x, y, dim=1, eps=1e-12)
+
+
+@DISTANCES.register("squared_euclidean")
+class SquaredEuclideanDistance(Distance):
+    """|x - y|^2; on unit embeddings 2 (1 - cos), so a margin here is twice a cosine margin."""
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        # |x|^2 + |y|^2 - 2 x.y is one matmul instead of an [N, M, D] difference tensor;
+        # clamp because rounding can push the exact zeros of identical rows below zero.
+        sq = (x * x).sum(1, keepdim=True) + (y * y).sum(1) - 2.0 * (x @ y.T)
+        return sq.clamp_min(0.0)
+
+    def paired(self, x: Tensor, y: Tensor) -> Tensor:
+        return ((x - y) ** 2).sum(1)
+
+
+@DISTANCES.register("euclidean")
+class EuclideanDistance(SquaredEuclideanDistance):
+    """|x - y|: the distance FaceNet's triplet margin (0.2) is stated in."""
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        # sqrt has an infinite slope at 0 (an anchor against itself): clamp, and report exact zeros.
+        return self._safe_sqrt(super().__call__(x, y))
+
+    def paired(self, x: Tensor, y: Tensor) -> Tensor:
+        return self._safe_sqrt(super().paired(x, y))
+
+    @staticmethod
+    def _safe_sqrt(sq: Tensor) -> Tensor:
+        return torch.where(sq > 1e-12, sq.clamp_min(1e-12).sqrt(), torch.zeros_like(sq))
+
+
+def create_distance(name: str) -> Distance:
+    return DISTANCES.create(name)

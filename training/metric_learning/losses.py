@@ -1,0 +1,139 @@
+"""Losses over mined tuples, all called as `loss(embeddings, labels, mined=None, pool=None)`.
+
+`mined` comes from a miner (None means: every valid tuple); `pool` holds the reference points
+the mined indices point into (None means: the batch itself). Keeping the pool explicit is what
+lets Symmetrical Synthesis plug into any pair-based loss: synthesis only grows the pool.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lookalike.registry import Registry
+from lookalike.training.metric_learning.distances import Distance, create_distance
+from lookalike.training.metric_learning.miners import BatchAllMiner, Triplets
+from lookalike.training.metric_learning.pool import Pool
+
+LOSSES: Registry[MetricLoss] = Registry("loss")
+
+
+def mean_of_positive(values: Tensor, anchor: Tensor) -> Tensor:
+    """Average of the strictly positive entries (pytorch-metric-learning's AvgNonZeroReducer).
+
+    Zero-loss tuples carry no gradient; averaging only over the others keeps the step size
+    from shrinking as training makes most tuples easy. With no positive entry the result is a
+    zero that still belongs to the autograd graph, so `backward()` works on any batch.
+    """
+    positive = values > 0
+    if not positive.any():
+        return anchor.sum() * 0.0
+    return values[positive].mean()
+
+
+class MetricLoss(torch.nn.Module):
+    def __init__(self, distance: str | Distance = "euclidean") -> None:
+        super().__init__()
+        self.distance = create_distance(distance) if isinstance(distance, str) else distance
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        mined: Triplets | None = None,
+        pool: Pool | None = None,
+    ) -> Tensor:
+        pool = pool or Pool.of_batch(embeddings, labels)
+        if mined is None:
+            mined = BatchAllMiner(margin=None, distance=self.distance)(embeddings, labels, pool)
+        return self.compute(embeddings, pool, mined)
+
+    def compute(self, embeddings: Tensor, pool: Pool, mined: Triplets) -> Tensor:
+        raise NotImplementedError
+
+    def tuple_distances(self, embeddings: Tensor, pool: Pool, mined: Triplets) -> tuple[Tensor, Tensor]:
+        """d(a, p) and d(a, n) for each mined triplet, computed only for the rows needed."""
+        anchors = embeddings[mined.anchor]
+        return (
+            self.distance.paired(anchors, pool.embeddings[mined.positive]),
+            self.distance.paired(anchors, pool.embeddings[mined.negative]),
+        )
+
+
+@LOSSES.register("triplet")
+class TripletMarginLoss(MetricLoss):
+    """max(0, d(a, p) - d(a, n) + margin), averaged over the triplets with positive loss."""
+
+    def __init__(self, margin: float = 0.2, distance: str | Distance = "euclidean") -> None:
+        super().__init__(distance)
+        self.margin = margin
+
+    def compute(self, embeddings: Tensor, pool: Pool, mined: Triplets) -> Tensor:
+        d_ap, d_an = self.tuple_distances(embeddings, pool, mined)
+        return mean_of_positive(torch.relu(d_ap - d_an + self.margin), embeddings)
+
+
+@LOSSES.register("contrastive")
+class ContrastiveLoss(MetricLoss):
+    """Hadsell, Chopra & LeCun (2006): pull positives within `pos_margin`, push negatives past
+    `neg_margin`.
+
+    Pairs are taken from the mined triplets: each distinct (anchor, positive) is a positive
+    pair and each distinct (anchor, negative) a negative pair, so a miner decides which pairs
+    count exactly as it does for the triplet loss. The two halves are averaged separately
+    (over their non-zero terms) and summed, so a batch with many more negatives than
+    positives does not drown the positive term.
+    """
+
+    def __init__(
+        self, pos_margin: float = 0.0, neg_margin: float = 1.0, distance: str | Distance = "euclidean"
+    ) -> None:
+        super().__init__(distance)
+        self.pos_margin = pos_margin
+        self.neg_margin = neg_margin
+
+    def compute(self, embeddings: Tensor, pool: Pool, mined: Triplets) -> Tensor:
+        n_pool = pool.labels.shape[0]
+        pos = torch.unique(mined.anchor * n_pool + mined.positive)
+        neg = torch.unique(mined.anchor * n_pool + mined.negative)
+        d_pos = self.distance.paired(embeddings[pos // n_pool], pool.embeddings[pos % n_pool])
+        d_neg = self.distance.paired(embeddings[neg // n_pool], pool.embeddings[neg % n_pool])
+        pos_loss = torch.relu(d_pos - self.pos_margin)
+        neg_loss = torch.relu(self.neg_margin - d_neg)
+        return mean_of_positive(pos_loss, embeddings) + mean_of_positive(neg_loss, embeddings)
+
+
+def log_one_plus_sum_exp(x: Tensor, keep: Tensor) -> Tensor:
+    """Row-wise log(1 + sum of exp(x) over the kept entries), computed stably as a logsumexp
+    with a zero column; a row with nothing kept gives log(1) = 0 and no gradient."""
+    x = x.masked_fill(~keep, float("-inf"))
+    return torch.logsumexp(torch.cat([torch.zeros_like(x[:, :1]), x], dim=1), dim=1)
+
+
+@LOSSES.register("multi_similarity")
+class MultiSimilarityLoss(MetricLoss):
+    """Wang et al. (CVPR 2019), on cosine similarity S:
+
+        1/alpha * log(1 + sum_p exp(-alpha (S_ap - base))) + 1/beta * log(1 + sum_n exp(beta (S_an - base)))
+
+    per anchor, averaged over the batch (anchors with no mined pair count as zero, as in the
+    paper and in pytorch-metric-learning). Unlike the triplet loss, every pair is weighted by
+    how hard it is relative to the anchor's other pairs, which is what makes it strong on
+    fine-grained products with few images per class. It is defined on cosine similarity, so it
+    takes no `distance`. Mined triplets only say which (anchor, positive) and (anchor, negative)
+    pairs count, exactly as for the contrastive loss.
+    """
+
+    def __init__(self, alpha: float = 2.0, beta: float = 50.0, base: float = 0.5) -> None:
+        super().__init__("cosine")
+        self.alpha, self.beta, self.base = alpha, beta, base
+
+    def compute(self, embeddings: Tensor, pool: Pool, mined: Triplets) -> Tensor:
+        similarity = 1.0 - self.distance(embeddings, pool.embeddings)
+        pos = torch.zeros(similarity.shape, dtype=torch.bool, device=similarity.device)
+        neg = torch.zeros_like(pos)
+        pos[mined.anchor, mined.positive] = True
+        neg[mined.anchor, mined.negative] = True
+        pull = log_one_plus_sum_exp(-self.alpha * (similarity - self.base), pos) / self.alpha
+        push = log_one_plus_sum_exp(self.beta * (similarity - self.base), neg) / self.beta
+        return (pull + push).mean()

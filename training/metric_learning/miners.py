@@ -1,0 +1,144 @@
+"""Miners: choose which (anchor, positive, negative) triplets a loss looks at.
+
+All miners are vectorised over the batch: they work on the [N, M] distance matrix between the
+batch (N anchors) and the pool (M reference points, real then synthetic), never loop over
+anchors, and never build the [N, N, N] tensor of every triplet unless they must return every
+triplet (`batch_all`). Indices: `anchor` indexes the batch, `positive` and `negative` the pool.
+Positives are always real pool points (`Pool.n_real`), never the anchor itself.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from lookalike.registry import Registry
+from lookalike.training.metric_learning.distances import Distance, create_distance
+from lookalike.training.metric_learning.pool import Pool
+
+MINERS: Registry[Miner] = Registry("miner")
+
+
+class Triplets(NamedTuple):
+    anchor: Tensor
+    positive: Tensor
+    negative: Tensor
+
+
+def label_masks(labels: Tensor, pool: Pool) -> tuple[Tensor, Tensor]:
+    """Boolean [N, M] masks of valid positives (real, same label, not self) and negatives."""
+    same = labels[:, None] == pool.labels[None, :]
+    not_self = torch.arange(labels.shape[0], device=labels.device)[:, None] != torch.arange(
+        pool.labels.shape[0], device=labels.device
+    )
+    return same & not_self & pool.is_real[None, :], ~same
+
+
+class Miner:
+    """Callable `(embeddings, labels, pool=None) -> Triplets`."""
+
+    def __init__(self, distance: str | Distance = "euclidean") -> None:
+        self.distance = create_distance(distance) if isinstance(distance, str) else distance
+
+    def __call__(self, embeddings: Tensor, labels: Tensor, pool: Pool | None = None) -> Triplets:
+        pool = pool or Pool.of_batch(embeddings, labels)
+        with torch.no_grad():  # mining chooses indices; gradients flow through the loss only
+            dist = self.distance(embeddings, pool.embeddings)
+            pos, neg = label_masks(labels, pool)
+            return self.mine(dist, pos, neg)
+
+    def mine(self, dist: Tensor, pos: Tensor, neg: Tensor) -> Triplets:
+        raise NotImplementedError
+
+
+@MINERS.register("semihard")
+class SemiHardMiner(Miner):
+    """FaceNet semi-hard mining.
+
+    For every anchor-positive pair (a, p), the negative is the *closest* negative that is
+    still farther from the anchor than the positive and inside the margin:
+    d(a, p) < d(a, n) < d(a, p) + margin. If no negative of the batch (or pool) satisfies
+    that, the pair yields no triplet: every negative is then either harder than the positive
+    (a "hard" negative, which FaceNet avoids early in training because it can collapse the
+    model) or beyond the margin (where the triplet loss is zero anyway). A batch where no pair
+    has a semi-hard negative gives an empty triplet set, and the loss is zero.
+    """
+
+    def __init__(self, margin: float = 0.2, distance: str | Distance = "euclidean") -> None:
+        super().__init__(distance)
+        self.margin = margin
+
+    def mine(self, dist: Tensor, pos: Tensor, neg: Tensor) -> Triplets:
+        a, p = pos.nonzero(as_tuple=True)
+        d_ap = dist[a, p]
+        d_an = dist.masked_fill(~neg, float("inf"))[a]  # [pairs, M], non-negatives at +inf
+        # Closest negative farther than the positive; the margin is checked on that one value
+        # per pair afterwards, which keeps the [pairs, M] work to one compare and one min.
+        closest, n = torch.where(d_an > d_ap[:, None], d_an, float("inf")).min(dim=1)
+        keep = closest < d_ap + self.margin
+        return Triplets(a[keep], p[keep], n[keep])
+
+
+@MINERS.register("batch_hard")
+class BatchHardMiner(Miner):
+    """Hermans et al. batch-hard: per anchor, its farthest positive and its closest negative."""
+
+    def mine(self, dist: Tensor, pos: Tensor, neg: Tensor) -> Triplets:
+        far_pos, p = dist.masked_fill(~pos, float("-inf")).max(dim=1)
+        near_neg, n = dist.masked_fill(~neg, float("inf")).min(dim=1)
+        keep = torch.isfinite(far_pos) & torch.isfinite(near_neg)
+        a = torch.arange(dist.shape[0], device=dist.device)
+        return Triplets(a[keep], p[keep], n[keep])
+
+
+@MINERS.register("batch_all")
+class BatchAllMiner(Miner):
+    """Every triplet whose triplet loss is positive: d(a, p) - d(a, n) + margin > 0.
+
+    With `margin=None` every valid triplet is returned, which is what a loss uses when it is
+    given no miner.
+    """
+
+    def __init__(self, margin: float | None = 0.2, distance: str | Distance = "euclidean") -> None:
+        super().__init__(distance)
+        self.margin = margin
+
+    def mine(self, dist: Tensor, pos: Tensor, neg: Tensor) -> Triplets:
+        a, p = pos.nonzero(as_tuple=True)
+        valid = neg[a]
+        if self.margin is not None:
+            valid = valid & (dist[a, p, None] - dist[a] + self.margin > 0)
+        pair, n = valid.nonzero(as_tuple=True)
+        return Triplets(a[pair], p[pair], n)
+
+
+@MINERS.register("multi_similarity")
+class MultiSimilarityMiner(Miner):
+    """Wang et al. (CVPR 2019) pair mining on cosine similarity S, with slack `epsilon`: a negative
+    counts if S_an + epsilon > the anchor's least similar positive, a positive counts if
+    S_ap - epsilon < the anchor's most similar negative.
+
+    Returned as triplets, every kept positive of an anchor with every kept negative of it. No
+    pair is lost that way: an anchor with no kept negative has, by the two rules, no kept
+    positive either (and the other way round).
+    """
+
+    def __init__(self, epsilon: float = 0.1) -> None:
+        super().__init__("cosine")
+        self.epsilon = epsilon
+
+    def mine(self, dist: Tensor, pos: Tensor, neg: Tensor) -> Triplets:
+        # On d = 1 - S the rules read: d_an < farthest positive + eps, d_ap > nearest negative - eps.
+        far_pos = dist.masked_fill(~pos, float("-inf")).max(dim=1, keepdim=True).values
+        near_neg = dist.masked_fill(~neg, float("inf")).min(dim=1, keepdim=True).values
+        keep_pos = pos & (dist > near_neg - self.epsilon)
+        keep_neg = neg & (dist < far_pos + self.epsilon)
+        a, p = keep_pos.nonzero(as_tuple=True)
+        pair, n = keep_neg[a].nonzero(as_tuple=True)
+        return Triplets(a[pair], p[pair], n)
+
+
+def create_miner(name: str, **kwargs: object) -> Miner:
+    return MINERS.create(name, **kwargs)

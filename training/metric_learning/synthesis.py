@@ -1,0 +1,48 @@
+"""Symmetrical Synthesis (Gu & Ko, "Symmetrical Synthesis for Deep Metric Learning", AAAI 2020).
+
+For every same-class pair (a, p) in the batch, two synthetic points of that class are made by
+reflecting each point about the line through the origin along the other:
+
+    reflect(p about a) = 2 (p . a_hat) a_hat - p,        a_hat = a / |a|
+
+The reflection keeps p's norm and its angle to a, so on L2-normalised embeddings the synthetic
+point stays on the sphere, at the same angle to the axis as the real pair. It is *not* the
+point reflection 2a - p. The synthetic points are plain differentiable functions of the real
+ones: the loss's gradient reaches the real embeddings through them, and no parameter is added.
+Hard-negative mining then runs over real and synthetic points together (see `miners`), which
+is where the method's benefit comes from: the hardest negative of a class is now the closest
+of its real and synthetic points (min pooling of distances).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lookalike.training.metric_learning.pool import Pool
+
+
+def positive_pairs(labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Index pairs (i, j), i < j, of same-label batch items."""
+    n = labels.shape[0]
+    i, j = torch.triu_indices(n, n, offset=1, device=labels.device)
+    keep = labels[i] == labels[j]
+    return i[keep], j[keep]
+
+
+def reflect(points: Tensor, axes: Tensor) -> Tensor:
+    """Mirror each row of `points` about the line through the origin along the matching `axes` row."""
+    unit = torch.nn.functional.normalize(axes, dim=1)
+    return 2.0 * (points * unit).sum(1, keepdim=True) * unit - points
+
+
+def symmetrical_synthesis(embeddings: Tensor, labels: Tensor) -> Pool:
+    """Return the pool of real embeddings followed by both mirrors of every positive pair."""
+    i, j = positive_pairs(labels)
+    a, p = embeddings[i], embeddings[j]
+    synthetic = torch.cat([reflect(p, a), reflect(a, p)])
+    return Pool(
+        embeddings=torch.cat([embeddings, synthetic]),
+        labels=torch.cat([labels, labels[i], labels[i]]),
+        n_real=embeddings.shape[0],
+    )
