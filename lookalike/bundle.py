@@ -87,13 +87,26 @@ class Encoder:
     def embedding_size(self) -> int:
         return self.spec.embedding_size
 
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """One picture as the network's input [3, S, S], exactly as the bundle prescribes."""
+        return preprocess(image, self.spec.preprocessing)
+
+    def forward(self, inputs: np.ndarray) -> np.ndarray:
+        """Embeddings [B, D] of preprocessed inputs [B, 3, S, S], in chunks of `batch_size`."""
+        out = np.empty((len(inputs), self.embedding_size), dtype=np.float32)
+        for start in range(0, len(inputs), self.batch_size):
+            with torch.inference_mode():
+                out[start : start + self.batch_size] = self.module(
+                    torch.from_numpy(inputs[start : start + self.batch_size])
+                ).numpy()
+        return out
+
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Embeddings [B, D] of pictures; at most `batch_size` preprocessed inputs are held at once."""
         out = np.empty((len(images), self.embedding_size), dtype=np.float32)
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
-            batch = torch.from_numpy(np.stack([preprocess(im, self.spec.preprocessing) for im in chunk]))
-            with torch.inference_mode():
-                out[start : start + len(chunk)] = self.module(batch).numpy()
+            out[start : start + len(chunk)] = self.forward(np.stack([self.preprocess(im) for im in chunk]))
         return out
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from pydantic import BaseModel, Field
 
 CropMode = Literal["center", "squash"]
@@ -42,9 +42,25 @@ def is_image_file(path: Path) -> bool:
 
 
 def open_rgb(source: str | Path | Image.Image) -> Image.Image:
-    """Decode fully and convert to RGB (grey PGMs and palette PNGs included)."""
+    """Decode fully and return `to_rgb` of it (grey PGMs, palette PNGs and 16-bit scans included)."""
     image = source if isinstance(source, Image.Image) else Image.open(source)
     image.load()
+    return to_rgb(image)
+
+
+HIGH_BIT_DEPTH_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """The decoded picture as a person sees it, in 8-bit RGB: EXIF orientation applied (a phone's
+    portrait photo is stored sideways), and 16-bit or float greyscale scaled to 8 bits rather than
+    clipped at 255 (which Pillow's own `convert` does, turning a 16-bit scan pure white)."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in HIGH_BIT_DEPTH_GREY or image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        full_scale = 1.0 if image.mode == "F" and values.max(initial=0.0) <= 1.0 else 65535.0
+        grey = np.clip(np.rint(values * (255.0 / full_scale)), 0, 255).astype(np.uint8)
+        image = Image.fromarray(grey, mode="L")
     return image.convert("RGB")
 
 
@@ -59,15 +75,20 @@ def central_crop(image: Image.Image, fraction: float) -> Image.Image:
 
 def to_square(image: Image.Image, size: int, mode: CropMode) -> Image.Image:
     """The `size` x `size` picture the encoder sees: the central square of the picture resized so its
-    shorter side is `size` ("center"), or the whole picture resized to the square ("squash")."""
+    shorter side is `size` ("center"), or the whole picture resized to the square ("squash").
+
+    "center" resamples only the source region that lands in the square (Pillow's `box`), at the
+    scale and sample positions of resizing the whole picture and then cropping it: the same
+    pixels (an odd one rounds a grey level off), but the work and memory of a `size` x `size`
+    output however thin the picture is (a 1 x 40,000 strip was scaled to 64 x 2,560,000 first)."""
     if mode == "squash":
         return image.resize((size, size), Image.Resampling.BICUBIC)
     w, h = image.size
     scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    image = image.resize((nw, nh), Image.Resampling.BICUBIC)
-    left, top = (nw - size) // 2, (nh - size) // 2
-    return image.crop((left, top, left + size, top + size))
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))  # the whole picture, resized
+    left, top = (nw - size) // 2, (nh - size) // 2  # the square cut from it
+    box = (left * w / nw, top * h / nh, (left + size) * w / nw, (top + size) * h / nh)
+    return image.resize((size, size), Image.Resampling.BICUBIC, box=box)
 
 
 def preprocess(image: Image.Image, spec: Preprocessing) -> np.ndarray:

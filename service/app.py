@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 # Multipart framing around the image(s): a request larger than the images' limit plus this is
 # refused from its Content-Length, before any of it is read.
 MULTIPART_OVERHEAD = 64 * 1024
+# Behind the API key, when one is set; health, readiness and metrics stay open for probes and scrapers.
+PROTECTED = (search.router, verify.router, embed.router)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -42,7 +44,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         batcher = MicroBatcher(
-            encoder, settings.max_batch, settings.max_wait_ms / 1000, on_batch=telemetry.batch_size.observe
+            encoder,
+            settings.max_batch,
+            settings.max_wait_ms / 1000,
+            settings.max_queue,
+            on_batch=telemetry.batch_size.observe,
+            on_shed=telemetry.shed.inc,
         )
         app.state.service = ServiceState(settings, encoder, batcher, reloader, telemetry)
         batcher.start()
@@ -60,10 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "(`/search`) and same-or-not (`/verify`) for uploaded photos.",
     )
     install_error_handlers(app)
-    protected = [Depends(require_api_key)]
-    app.include_router(search.router, dependencies=protected)
-    app.include_router(verify.router, dependencies=protected)
-    app.include_router(embed.router, dependencies=protected)
+    for router in PROTECTED:  # the dependency documents the key in OpenAPI; the middleware enforces it first
+        app.include_router(router, dependencies=[Depends(require_api_key)])
     app.include_router(health.router)
     if settings.cors_origins:
         app.add_middleware(
@@ -71,7 +76,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     app.add_middleware(
-        GuardAndMeasure, max_body_bytes=2 * settings.max_upload_bytes + MULTIPART_OVERHEAD, telemetry=telemetry
+        GuardAndMeasure,
+        max_body_bytes=2 * settings.max_upload_bytes + MULTIPART_OVERHEAD,
+        telemetry=telemetry,
+        api_key=settings.api_key,
+        protected_paths={route.path for router in PROTECTED for route in router.routes},
     )
 
     return app

@@ -6,6 +6,9 @@ on a single background thread, so inference never blocks the event loop. While a
 new requests queue up and form the next batch: the busier the service, the bigger the batches.
 A /search request also names its index and k: the same thread searches all of a batch's
 queries in one call, which saves a thread hop and a metadata query per request.
+
+The queue is bounded (`max_queue` images): under overload a request is answered 503 with
+`Retry-After` at once instead of waiting without limit behind everyone else.
 """
 
 from __future__ import annotations
@@ -22,8 +25,13 @@ from PIL import Image
 from lookalike.bundle import Encoder
 from lookalike.index import GalleryIndex, Hit
 from lookalike.service.background import cancel_and_wait
+from lookalike.service.errors import ApiError
 
 log = logging.getLogger(__name__)
+
+
+Outcome = tuple[np.ndarray, list[Hit] | None] | Exception
+"""A job's result: its embedding and, for a search, its hits; or the error that failed it alone."""
 
 
 @dataclass
@@ -36,12 +44,18 @@ class Job:
 
 class MicroBatcher:
     def __init__(
-        self, encoder: Encoder, max_batch: int, max_wait_s: float, on_batch: Callable[[int], None] | None = None
+        self,
+        encoder: Encoder,
+        max_batch: int,
+        max_wait_s: float,
+        max_queue: int = 0,
+        on_batch: Callable[[int], None] | None = None,
+        on_shed: Callable[[], None] | None = None,
     ) -> None:
         self.encoder = encoder
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
-        self.on_batch = on_batch
-        self.queue: asyncio.Queue[Job] = asyncio.Queue()
+        self.on_batch, self.on_shed = on_batch, on_shed
+        self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=max_queue)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
         self.task: asyncio.Task | None = None
 
@@ -52,18 +66,31 @@ class MicroBatcher:
         await cancel_and_wait(self.task)
         self.executor.shutdown(wait=True)
 
+    def _enqueue(self, jobs: list[Job]) -> None:
+        """Queue all of a request's jobs or none: a full queue sheds the request with a 503."""
+        if self.queue.maxsize and self.queue.qsize() + len(jobs) > self.queue.maxsize:
+            if self.on_shed is not None:
+                self.on_shed()
+            raise ApiError(
+                503,
+                "overloaded",
+                f"{self.queue.qsize()} images are already waiting for the encoder; try again shortly",
+                headers={"Retry-After": "1"},
+            )
+        for job in jobs:
+            self.queue.put_nowait(job)
+
     async def embed(self, images: list[Image.Image]) -> np.ndarray:
         """Embeddings of `images` (they may be split across batches with other requests' images)."""
         loop = asyncio.get_running_loop()
         jobs = [Job(image, loop.create_future()) for image in images]
-        for job in jobs:
-            self.queue.put_nowait(job)
+        self._enqueue(jobs)
         return np.stack([vector for vector, _ in await asyncio.gather(*(job.future for job in jobs))])
 
     async def search(self, image: Image.Image, index: GalleryIndex, k: int) -> list[Hit]:
         """The `k` nearest entries of `index` to the embedding of `image`."""
         job = Job(image, asyncio.get_running_loop().create_future(), index, k)
-        self.queue.put_nowait(job)
+        self._enqueue([job])
         return (await job.future)[1]
 
     async def _run(self) -> None:
@@ -85,26 +112,58 @@ class MicroBatcher:
                 except TimeoutError:
                     break
             try:
-                results = await loop.run_in_executor(self.executor, self._process, batch)
-            except Exception as err:  # a failed batch fails its requests, not the worker
-                log.exception("embedding a batch of %d failed", len(batch))
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(err)
-                continue
+                outcomes = await loop.run_in_executor(self.executor, self._process, batch)
+            except Exception as err:  # a bug in _process itself: fail this batch, keep the worker
+                log.exception("processing a batch of %d failed", len(batch))
+                outcomes = [err] * len(batch)
             if self.on_batch is not None:
                 self.on_batch(len(batch))
-            for job, result in zip(batch, results, strict=True):
-                if not job.future.done():  # the client may have gone away
-                    job.future.set_result(result)
+            for job, outcome in zip(batch, outcomes, strict=True):
+                if job.future.done():  # the client has gone away
+                    continue
+                if isinstance(outcome, BaseException):
+                    job.future.set_exception(outcome)
+                else:
+                    job.future.set_result(outcome)
 
-    def _process(self, batch: list[Job]) -> list[tuple[np.ndarray, list[Hit] | None]]:
-        """On the encoder thread: one forward pass, then one search per index the batch names."""
-        vectors = self.encoder.embed([job.image for job in batch])
-        hits: list[list[Hit] | None] = [None] * len(batch)
+    def _process(self, batch: list[Job]) -> list[Outcome]:
+        """On the encoder thread: one forward pass, then one search per index the batch names.
+
+        Each job succeeds or fails on its own: a picture that cannot be preprocessed, or whose
+        forward pass fails, fails its own request, never the other requests of its batch."""
+        outcomes: list[Outcome | None] = [None] * len(batch)
+        inputs: dict[int, np.ndarray] = {}
+        for n, job in enumerate(batch):
+            try:
+                inputs[n] = self.encoder.preprocess(job.image)
+            except Exception as err:
+                log.exception("preprocessing a %s image failed", "x".join(map(str, job.image.size)))
+                outcomes[n] = err
+        vectors = self._forward(inputs, outcomes)
+        hits: dict[int, list[Hit]] = {}
         for index in {id(job.index): job.index for job in batch if job.index is not None}.values():
-            rows = [n for n, job in enumerate(batch) if job.index is index]
-            found = index.search(vectors[rows], max(batch[n].k for n in rows))
-            for n, row_hits in zip(rows, found, strict=True):
-                hits[n] = row_hits[: batch[n].k]
-        return list(zip(vectors, hits, strict=True))
+            rows = [n for n, job in enumerate(batch) if job.index is index and n in vectors]
+            if not rows:
+                continue
+            found = index.search(np.stack([vectors[n] for n in rows]), max(batch[n].k for n in rows))
+            hits.update({n: row_hits[: batch[n].k] for n, row_hits in zip(rows, found, strict=True)})
+        for n, vector in vectors.items():
+            outcomes[n] = (vector, hits.get(n))
+        return outcomes
+
+    def _forward(self, inputs: dict[int, np.ndarray], outcomes: list[Outcome | None]) -> dict[int, np.ndarray]:
+        """Embed all inputs in one pass; should that fail, embed them one by one so that only the
+        inputs that fail alone are failed."""
+        if not inputs:
+            return {}
+        try:
+            return dict(zip(inputs, self.encoder.forward(np.stack(list(inputs.values()))), strict=True))
+        except Exception:
+            log.exception("a batched forward pass of %d failed; retrying its images one by one", len(inputs))
+        vectors = {}
+        for n, array in inputs.items():
+            try:
+                vectors[n] = self.encoder.forward(array[None])[0]
+            except Exception as err:
+                outcomes[n] = err
+        return vectors

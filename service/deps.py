@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -39,7 +40,7 @@ api_key_header = APIKeyHeader(
 
 def require_api_key(state: State, key: Annotated[str | None, Security(api_key_header)]) -> None:
     expected = state.settings.api_key
-    if expected and key != expected:
+    if expected and not hmac.compare_digest((key or "").encode(), expected.encode()):
         raise ApiError(401, "unauthorized", "missing or wrong X-API-Key header")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -15,21 +15,33 @@ log = logging.getLogger(__name__)
 
 
 class ApiError(LookalikeError):
-    """A request the service refuses: answered with `status` and an `ErrorBody`."""
+    """A request the service refuses: answered with `status`, an `ErrorBody` and any `headers`."""
 
-    def __init__(self, status: int, error: str, detail: str) -> None:
+    def __init__(self, status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
-        self.status, self.error, self.detail = status, error, detail
+        self.status, self.error, self.detail, self.headers = status, error, detail, headers
 
 
-def error_response(status: int, error: str, detail: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": error, "detail": detail})
+class BodyTooLarge(HTTPException):
+    """The request body streamed past the limit. A FastAPI `HTTPException`, because FastAPI turns
+    any other error raised while it parses a form into a 400."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is over the {limit} byte upload limit")
+
+
+def error_response(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": error, "detail": detail}, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, err: ApiError) -> JSONResponse:
-        return error_response(err.status, err.error, err.detail)
+        return error_response(err.status, err.error, err.detail, err.headers)
+
+    @app.exception_handler(BodyTooLarge)
+    async def body_too_large(_: Request, err: BodyTooLarge) -> JSONResponse:
+        return error_response(413, "too_large", str(err.detail))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, err: RequestValidationError) -> JSONResponse:
@@ -38,7 +50,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
-        return error_response(err.status_code, "http_error", str(err.detail))
+        # keeps Starlette's headers: a 405 says which methods are allowed (`Allow`)
+        return error_response(err.status_code, "http_error", str(err.detail), err.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, err: Exception) -> JSONResponse:

@@ -10,7 +10,7 @@ class ErrorBody(BaseModel):
     detail: str = Field(description="what is wrong, for a person")
 
 
-IMAGE_ERRORS: dict[int | str, dict] = {status: {"model": ErrorBody} for status in (400, 401, 413, 415, 422)}
+IMAGE_ERRORS: dict[int | str, dict] = {status: {"model": ErrorBody} for status in (400, 401, 413, 415, 422, 503)}
 """What an image endpoint can answer besides 200, for the OpenAPI docs."""
 
 

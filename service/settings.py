@@ -14,9 +14,15 @@ class Settings(BaseSettings):
     bundle: Path = Field(Path("runs/default/bundle"), description="exported encoder bundle")
     index: Path = Field(Path("indexes/default"), description="index root (versions/ and current)")
     max_batch: int = Field(32, ge=1, le=1024, description="most images embedded in one forward pass")
+    max_queue: int = Field(
+        256, ge=1, description="most images waiting for the encoder; beyond it requests get 503 with Retry-After"
+    )
     max_wait_ms: float = Field(5.0, ge=0, description="how long the first request of a batch waits for company")
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="larger uploads are refused with 413")
     max_pixels: int = Field(40_000_000, ge=1, description="larger images (decompression bombs) are refused with 413")
+    max_aspect_ratio: float = Field(
+        20.0, ge=1, description="longer side over shorter side; thinner images (1 x 40,000 strips) are refused with 422"
+    )
     default_k: int = Field(5, ge=1)
     max_k: int = Field(100, ge=1)
     api_key: str | None = Field(None, description="if set, requests must send it in the X-API-Key header")

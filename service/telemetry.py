@@ -23,4 +23,9 @@ class Telemetry:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
             registry=self.registry,
         )
+        self.shed = Counter(
+            "lookalike_shed_requests_total",
+            "requests answered 503 because the encoder queue was full",
+            registry=self.registry,
+        )
         self.index_size = Gauge("lookalike_index_size", "entries in the live index", registry=self.registry)

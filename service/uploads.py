@@ -8,6 +8,7 @@ import warnings
 from fastapi import UploadFile
 from PIL import Image, UnidentifiedImageError
 
+from lookalike.images import to_rgb
 from lookalike.service.errors import ApiError
 
 ACCEPTED_FORMATS = {"JPEG", "PNG", "WEBP", "BMP", "PPM", "TIFF", "GIF"}
@@ -26,8 +27,9 @@ async def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
     return bytes(data)
 
 
-def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
-    """Decode fully (so truncation shows up here, not in the model), checking size before pixels."""
+def decode_image(data: bytes, name: str, max_pixels: int, max_aspect_ratio: float) -> Image.Image:
+    """Decode fully (so truncation shows up here, not in the model). Format, pixel count and aspect
+    ratio are checked from the header first: a refused image costs no decoding at all."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -41,6 +43,12 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
             width, height = image.size
             if width * height > max_pixels:
                 raise ApiError(413, "too_many_pixels", f"{name} is {width}x{height}, over the {max_pixels} pixel limit")
+            if max(width, height) > max_aspect_ratio * min(width, height):
+                raise ApiError(
+                    422,
+                    "bad_aspect_ratio",
+                    f"{name} is {width}x{height}, longer than {max_aspect_ratio:g} times its width: not a photo",
+                )
             image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ApiError(413, "too_many_pixels", f"{name} is too large in pixels (decompression bomb)") from None
@@ -48,4 +56,4 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
         raise ApiError(400, "not_an_image", f"{name} is not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ApiError(400, "invalid_image", f"{name} could not be decoded: {err}") from None
-    return image.convert("RGB")
+    return to_rgb(image)

@@ -23,7 +23,9 @@ from tests.helpers import LEGACY
 def test_a_legacy_bundle_embeds_as_it_did():
     expected = json.loads((LEGACY / "expected.json").read_text())
     images = [open_rgb(LEGACY / name) for name in expected["images"]]
-    np.testing.assert_allclose(load_bundle(LEGACY / "bundle").embed(images), expected["embeddings"], atol=1e-5)
+    # 1e-4: resampling only the square that is kept (bounded work on thin pictures) rounds an odd
+    # pixel one grey level off; any real change of preprocessing or weights moves far more
+    np.testing.assert_allclose(load_bundle(LEGACY / "bundle").embed(images), expected["embeddings"], atol=1e-4)
 
 
 def test_a_legacy_index_opens_searches_and_takes_additions(tmp_path):

@@ -17,7 +17,8 @@ async def decode_uploads(state: ServiceState, *uploads: UploadFile) -> list[Imag
     images = []
     for upload in uploads:
         data = await read_upload(upload, settings.max_upload_bytes)
-        images.append(await run_in_threadpool(decode_image, data, upload.filename or "upload", settings.max_pixels))
+        name = upload.filename or "upload"
+        images.append(await run_in_threadpool(decode_image, data, name, settings.max_pixels, settings.max_aspect_ratio))
     return images
 
 
