@@ -4,6 +4,7 @@
 - `metadata`: the SQLite table of labels, source paths and extra JSON beside the vectors.
 - `store`: `GalleryIndex`, one immutable version on disk (vectors + metadata + manifest).
 - `versions`: the `current` pointer and the atomic switch that publishes a new version.
+- `lock`: one writer at a time per index root (build, add and remove queue up).
 - `gallery`: reading a gallery folder or CSV and embedding it with a bundle.
 - `build`: build / add / remove, each publishing a new version.
 - `cli`: `lookalike index build|add|remove|info`.
@@ -15,8 +16,16 @@ these, never the modules behind them.
 from lookalike.index.build import add_to_index, build_index, remove_from_index
 from lookalike.index.gallery import GalleryError, GalleryItem, embed_items, read_gallery
 from lookalike.index.kinds import INDEX_KINDS, IndexKind, create_kind
+from lookalike.index.lock import IndexBusyError, writer_lock
 from lookalike.index.metadata import Entry
-from lookalike.index.store import GalleryIndex, Hit, IndexFormatError, IndexManifest, IndexMismatchError
+from lookalike.index.store import (
+    GalleryIndex,
+    Hit,
+    IndexCorruptError,
+    IndexFormatError,
+    IndexManifest,
+    IndexMismatchError,
+)
 from lookalike.index.versions import NoIndexError, current_version, publish, staged_version
 
 __all__ = [
@@ -26,6 +35,8 @@ __all__ = [
     "GalleryIndex",
     "GalleryItem",
     "Hit",
+    "IndexBusyError",
+    "IndexCorruptError",
     "IndexFormatError",
     "IndexKind",
     "IndexManifest",
@@ -40,4 +51,5 @@ __all__ = [
     "read_gallery",
     "remove_from_index",
     "staged_version",
+    "writer_lock",
 ]

@@ -1,4 +1,9 @@
-"""Build, add to and remove from an index; every change is published as a new version."""
+"""Build, add to and remove from an index; every change is published as a new version.
+
+Each writer embeds its images first (the slow part, no lock needed), then holds the root's
+writer lock from reading the live version to publishing the new one: concurrent writers queue
+up instead of overwriting each other, and each hands out ids above every id already issued.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +13,35 @@ from pathlib import Path
 
 from lookalike.bundle import load_bundle
 from lookalike.errors import LookalikeError
-from lookalike.index.gallery import embed_items, read_gallery
+from lookalike.index.gallery import GalleryItem, embed_items, read_gallery
+from lookalike.index.lock import DEFAULT_TIMEOUT_S, writer_lock
 from lookalike.index.metadata import Entry
-from lookalike.index.store import GalleryIndex
+from lookalike.index.store import GalleryIndex, next_free_id
 from lookalike.index.versions import current_version, publish, staged_version
 
 log = logging.getLogger(__name__)
 
 
-def build_index(bundle: Path, gallery: Path, root: Path, kind: str = "flat", batch_size: int = 64) -> GalleryIndex:
+def entries_from(items: list[GalleryItem], first_id: int) -> list[Entry]:
+    now = time.time()
+    return [Entry(first_id + n, item.label, str(item.path), now, item.metadata) for n, item in enumerate(items)]
+
+
+def build_index(
+    bundle: Path,
+    gallery: Path,
+    root: Path,
+    kind: str = "flat",
+    batch_size: int = 64,
+    lock_timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> GalleryIndex:
     """Embed the whole gallery into a fresh version and publish it; the old one serves until then."""
     encoder = load_bundle(bundle, batch_size=batch_size)
-    items = read_gallery(gallery)
     started = time.perf_counter()
-    vectors, kept, skipped = embed_items(encoder, items, batch_size)
-    now = time.time()
-    entries = [Entry(i, item.label, str(item.path), now, item.metadata) for i, item in enumerate(kept)]
-    with staged_version(root) as staging:
+    vectors, kept, skipped = embed_items(encoder, read_gallery(gallery), batch_size)
+    root.mkdir(parents=True, exist_ok=True)
+    with writer_lock(root, lock_timeout_s), staged_version(root) as staging:
+        entries = entries_from(kept, next_free_id(root))  # a rebuild keeps counting: ids are never reused
         built = GalleryIndex.create(staging, kind, vectors, entries, encoder.spec.content_hash, str(gallery), skipped)
         built.verify()
         publish(root, staging)
@@ -40,36 +57,39 @@ def build_index(bundle: Path, gallery: Path, root: Path, kind: str = "flat", bat
     return built
 
 
-def add_to_index(bundle: Path, gallery: Path, root: Path, batch_size: int = 64) -> GalleryIndex:
+def add_to_index(
+    bundle: Path, gallery: Path, root: Path, batch_size: int = 64, lock_timeout_s: float = DEFAULT_TIMEOUT_S
+) -> GalleryIndex:
     """Embed more images and publish the current version plus them (copy-on-write)."""
     encoder = load_bundle(bundle, batch_size=batch_size)
-    live = GalleryIndex.open(current_version(root), encoder.spec.content_hash)
+    GalleryIndex.open(current_version(root), encoder.spec.content_hash)  # refuse early, before embedding
     vectors, kept, skipped = embed_items(encoder, read_gallery(gallery), batch_size)
-    first, now = live.next_id(), time.time()
-    entries = [Entry(first + n, item.label, str(item.path), now, item.metadata) for n, item in enumerate(kept)]
-    with staged_version(root) as staging:
+    with writer_lock(root, lock_timeout_s), staged_version(root) as staging:
+        live = GalleryIndex.open(current_version(root), encoder.spec.content_hash)
         updated = live.copy_to(staging)
-        updated.add(vectors, entries)
+        updated.add(vectors, entries_from(kept, live.next_id()))
         updated.save()
         updated.verify()
         publish(root, staging)
-    log.info("added %d images (%d skipped); index now holds %d", len(entries), skipped, updated.size)
+    log.info("added %d images (%d skipped); index now holds %d", len(kept), skipped, updated.size)
     return updated
 
 
 def remove_from_index(
-    root: Path, ids: list[int] | None = None, labels: list[str] | None = None
+    root: Path, ids: list[int] | None = None, labels: list[str] | None = None, lock_timeout_s: float = DEFAULT_TIMEOUT_S
 ) -> tuple[GalleryIndex, int]:
     """Publish the current version without the given ids and/or every image of the given labels."""
-    live = GalleryIndex.open(current_version(root))
-    doomed = set(live.metadata.existing(ids or [])) | set(live.metadata.ids_with_labels(labels or []))
-    if not doomed:
-        raise LookalikeError("nothing to remove: no entry has the given ids or labels")
-    with staged_version(root) as staging:
-        updated = live.copy_to(staging)
-        updated.remove(sorted(doomed))
-        updated.save()
-        updated.verify()
-        publish(root, staging)
+    current_version(root)  # a root with no index is refused before anything is written into it
+    with writer_lock(root, lock_timeout_s):
+        live = GalleryIndex.open(current_version(root))
+        doomed = set(live.metadata.existing(ids or [])) | set(live.metadata.ids_with_labels(labels or []))
+        if not doomed:
+            raise LookalikeError("nothing to remove: no entry has the given ids or labels")
+        with staged_version(root) as staging:
+            updated = live.copy_to(staging)
+            updated.remove(sorted(doomed))
+            updated.save()
+            updated.verify()
+            publish(root, staging)
     log.info("removed %d entries; index now holds %d", len(doomed), updated.size)
     return updated, len(doomed)

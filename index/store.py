@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, ValidationError
 
+from lookalike.bundle import file_sha256
 from lookalike.errors import LookalikeError
 from lookalike.index.kinds import IndexKind, create_kind, to_search_device
 from lookalike.index.metadata import Entry, MetadataStore
+from lookalike.index.versions import VERSIONS
 
 INDEX_FILE = "index.faiss"
 METADATA_FILE = "metadata.sqlite"
@@ -28,6 +31,10 @@ class IndexFormatError(LookalikeError, FileNotFoundError):
     """A directory that should hold an index version does not."""
 
 
+class IndexCorruptError(LookalikeError, ValueError):
+    """A version's files are not what was written (bytes changed, truncated, unreadable)."""
+
+
 class IndexManifest(BaseModel):
     format_version: int = 1
     kind: str
@@ -38,6 +45,24 @@ class IndexManifest(BaseModel):
     created: float
     source: str = ""
     skipped_images: int = 0
+    next_id: int = Field(0, description="the next id this index root hands out: ids are never reused")
+    files: dict[str, str] = Field(
+        default_factory=dict, description="sha256 of each data file, checked on load (empty before 0.2)"
+    )
+
+
+def next_free_id(root: Path) -> int:
+    """An id above every id handed out at `root`, read from the manifests of the versions on disk
+    (so that a rebuild works even when the current version is the corrupted one)."""
+    free = 0
+    for manifest_path in (root / VERSIONS).glob(f"*/{MANIFEST_FILE}"):
+        try:
+            manifest = IndexManifest.model_validate_json(manifest_path.read_text())
+            issued = manifest.next_id or MetadataStore(manifest_path.parent / METADATA_FILE).max_id() + 1  # 0.1.0
+        except (ValueError, OSError, sqlite3.Error):
+            continue
+        free = max(free, issued)
+    return free
 
 
 @dataclass(frozen=True)
@@ -103,14 +128,26 @@ class GalleryIndex:
         manifest_path = directory / MANIFEST_FILE
         if not manifest_path.is_file():
             raise IndexFormatError(f"{directory} is not an index version: {MANIFEST_FILE} is missing")
-        manifest = IndexManifest.model_validate_json(manifest_path.read_text())
+        try:
+            manifest = IndexManifest.model_validate_json(manifest_path.read_text())
+        except ValidationError as err:
+            raise IndexCorruptError(f"{manifest_path} is not a valid index manifest: {err}") from None
         if bundle_hash is not None and manifest.bundle_hash != bundle_hash:
             raise IndexMismatchError(
                 f"index {directory} was built with bundle {manifest.bundle_hash[:12]}, not with the bundle in use "
                 f"({bundle_hash[:12]}): its vectors are not comparable; rebuild it with 'lookalike index build'"
             )
+        for name, digest in manifest.files.items():
+            if not (directory / name).is_file() or file_sha256(directory / name) != digest:
+                raise IndexCorruptError(
+                    f"{directory / name} does not match the content hash in its manifest: the version is corrupted; "
+                    "rebuild it with 'lookalike index build' (or point current at an older version)"
+                )
         kind = create_kind(manifest.kind)
-        index = faiss.read_index(str(directory / INDEX_FILE))
+        try:
+            index = faiss.read_index(str(directory / INDEX_FILE))
+        except RuntimeError as err:  # FAISS's own word for a file it cannot parse
+            raise IndexCorruptError(f"{directory / INDEX_FILE} cannot be read: {err}") from None
         kind.configure(index)
         if on_device:
             index = to_search_device(index, kind)
@@ -152,11 +189,19 @@ class GalleryIndex:
         self.metadata.remove(ids)
 
     def next_id(self) -> int:
-        return self.metadata.max_id() + 1
+        """The first id of the next entries: above every id this root has handed out, removed ones too."""
+        return max(self.manifest.next_id, self.metadata.max_id() + 1)
 
     def save(self) -> None:
-        self.manifest = self.manifest.model_copy(update={"count": self.size, "labels": self.metadata.label_count()})
         faiss.write_index(self.index, str(self.directory / INDEX_FILE))
+        self.manifest = self.manifest.model_copy(
+            update={
+                "count": self.size,
+                "labels": self.metadata.label_count(),
+                "next_id": self.next_id(),
+                "files": {name: file_sha256(self.directory / name) for name in (INDEX_FILE, METADATA_FILE)},
+            }
+        )
         (self.directory / MANIFEST_FILE).write_text(self.manifest.model_dump_json(indent=2))
 
     def verify(self) -> None:

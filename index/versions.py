@@ -54,12 +54,30 @@ def staged_version(root: str | Path) -> Iterator[Path]:
 
 
 def publish(root: str | Path, version: Path) -> None:
-    """Point `current` at `version` in one rename, then drop versions older than the last few."""
+    """Point `current` at `version` in one rename, then drop versions older than the last few.
+
+    Crash safety: the version's files and directory entries reach the disk (fsync) before the
+    rename, and the root's directory after it, so after a power cut `current` names either the
+    old version or a complete new one, never a version whose files were still in the page cache."""
     root = Path(root)
+    for path in version.iterdir():
+        fsync_path(path)
+    fsync_path(version)
+    fsync_path(version.parent)
     temporary = root / f".{CURRENT}-{uuid.uuid4().hex[:8]}"
     temporary.symlink_to(version.relative_to(root))
     os.replace(temporary, root / CURRENT)
+    fsync_path(root)
     prune(root, keep=KEEP_VERSIONS)
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's data, or a directory's entries, to the disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def prune(root: Path, keep: int) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from lookalike.images import Preprocessing, preprocess
 ENCODER_FILE = "encoder.pt2"
 SPEC_FILE = "bundle.json"
 FORMAT_VERSION = 1
+# torch.export.load keeps its deserializer in a module global: two threads loading at once fail.
+_EXPORT_LOAD_LOCK = threading.Lock()
 
 
 class BundleError(LookalikeError, RuntimeError):
@@ -131,5 +134,6 @@ def load_bundle(path: str | Path, batch_size: int = 64) -> Encoder:
         raise BundleError(f"{path} is not a bundle: {ENCODER_FILE} is missing")
     if spec.content_hash and file_sha256(encoder_path) != spec.content_hash:
         raise BundleError(f"{encoder_path} does not match the content hash in {SPEC_FILE}: the bundle is corrupted")
-    module = torch.export.load(encoder_path).module()
+    with _EXPORT_LOAD_LOCK:
+        module = torch.export.load(encoder_path).module()
     return Encoder(module, spec, batch_size=batch_size)

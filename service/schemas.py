@@ -56,3 +56,5 @@ class Readiness(BaseModel):
     bundle_hash: str
     index_version: str | None
     index_size: int
+    rejected_version: str | None = Field(None, description="the version current points at but that was refused")
+    rejected_reason: str | None = Field(None, description="why: corrupted, built with another bundle...")

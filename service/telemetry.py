@@ -28,4 +28,9 @@ class Telemetry:
             "requests answered 503 because the encoder queue was full",
             registry=self.registry,
         )
+        self.index_rejected = Gauge(
+            "lookalike_index_rejected",
+            "1 while the version current points at is refused (the previous one keeps serving)",
+            registry=self.registry,
+        )
         self.index_size = Gauge("lookalike_index_size", "entries in the live index", registry=self.registry)

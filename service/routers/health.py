@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -19,12 +21,14 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(state: State) -> JSONResponse:
-    live = state.index_reloader.live
+    live, rejected = state.index_reloader.live, state.index_reloader.rejected
     body = Readiness(
         ready=live is not None,
         bundle_hash=state.encoder.spec.content_hash,
         index_version=live.directory.name if live else None,
         index_size=live.size if live else 0,
+        rejected_version=Path(rejected.version).name if rejected else None,
+        rejected_reason=rejected.reason if rejected else None,
     )
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
@@ -33,4 +37,5 @@ async def readyz(state: State) -> JSONResponse:
 async def metrics(state: State) -> Response:
     live = state.index_reloader.live
     state.telemetry.index_size.set(live.size if live else 0)
+    state.telemetry.index_rejected.set(state.index_reloader.rejected is not None)
     return Response(generate_latest(state.telemetry.registry), media_type=CONTENT_TYPE_LATEST)
