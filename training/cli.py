@@ -5,43 +5,27 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from types import UnionType
+from typing import Literal, Union, get_args, get_origin
 
 from lookalike.training.config import TrainConfig, load_config
 from lookalike.training.evaluate import evaluate_bundle
 from lookalike.training.loop import train
 
-# Flags that map one-to-one onto TrainConfig fields; their help text is the field's description.
-FLAG_TYPES = {
-    "data": Path,
-    "out": Path,
-    "eval_data": Path,
-    "split": str,
-    "train_fraction": float,
-    "crop_fraction": float,
-    "crop_mode": str,
-    "min_crop_scale": float,
-    "backbone": str,
-    "pretrained": str,
-    "image_size": int,
-    "embedding_size": int,
-    "loss": str,
-    "miner": str,
-    "distance": str,
-    "margin": float,
-    "classes_per_batch": int,
-    "samples_per_class": int,
-    "batch_size": int,
-    "epochs": int,
-    "lr": float,
-    "weight_decay": float,
-    "warmup_epochs": float,
-    "device": str,
-    "workers": int,
-    "export": str,
-    "seed": int,
-}
-# Boolean TrainConfig fields, each a --name/--no-name pair.
-SWITCHES = ("synthesis", "amp", "compile", "cache_images", "resume")
+
+def flag_type(annotation: object) -> tuple[type, tuple[str, ...] | None]:
+    """argparse's `type` (and `choices`) for a TrainConfig field: `X | None` is X, a Literal its values."""
+    if get_origin(annotation) in (Union, UnionType):
+        (annotation,) = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) is Literal:
+        return str, get_args(annotation)
+    return annotation, None  # type: ignore[return-value]
+
+
+# Every TrainConfig field is a flag, generated from the field itself, so none can be forgotten:
+# booleans become --name/--no-name pairs, the rest take a value; help is the field's description.
+SWITCHES = tuple(name for name, field in TrainConfig.model_fields.items() if field.annotation is bool)
+FLAGS = {name: flag_type(f.annotation) for name, f in TrainConfig.model_fields.items() if name not in SWITCHES}
 
 
 def configure_train(train: argparse.ArgumentParser) -> None:
@@ -49,12 +33,13 @@ def configure_train(train: argparse.ArgumentParser) -> None:
         "Train on a folder with one sub-folder per identity/class; held-out classes are evaluated after every epoch."
     )
     fields = TrainConfig.model_fields
-    for name, kind in FLAG_TYPES.items():
+    for name, (kind, choices) in FLAGS.items():
         field = fields[name]
         default = None if field.is_required() else field.default
         train.add_argument(
             f"--{name.replace('_', '-')}",
             type=kind,
+            choices=choices,
             default=None,
             help=f"{field.description or ''} (default: {default})".strip(),
         )
@@ -81,7 +66,7 @@ def configure_evaluate(evaluate: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    overrides = {name: getattr(args, name) for name in [*FLAG_TYPES, *SWITCHES]}
+    overrides = {name: getattr(args, name) for name in [*FLAGS, *SWITCHES]}
     cfg = load_config(args.config, overrides)
     summary = train(cfg)
     if summary:

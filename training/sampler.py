@@ -7,6 +7,7 @@ share a class inside a step and the global batch is P x K x world_size.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 
@@ -51,17 +52,24 @@ class PKSampler(Sampler[list[int]]):
         return self.batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        # Two generators: the class draw must be the same on every rank (each takes its own slice of
+        # one global draw), so it may only consume what every rank consumes; the image picks differ
+        # per rank and per class size, so they come from a generator of the rank's own.
+        classes_draw = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        picks_draw = torch.Generator().manual_seed((self.seed * 100_003 + self.epoch) * 1_009 + self.rank + 1)
         classes = list(self.by_class)
         for _ in range(self.batches):
-            chosen = torch.randperm(len(classes), generator=generator)[: self.p * self.world_size]
+            chosen = torch.randperm(len(classes), generator=classes_draw)[: self.p * self.world_size]
             mine = chosen[self.rank * self.p : (self.rank + 1) * self.p]
             batch = []
             for c in mine.tolist():
                 members = self.by_class[classes[c]]
-                if len(members) >= self.k:
-                    picks = torch.randperm(len(members), generator=generator)[: self.k]
-                else:  # too few images: repeat some rather than shrink the class's share
-                    picks = torch.randint(len(members), (self.k,), generator=generator)
-                batch.extend(members[i] for i in picks.tolist())
+                batch.extend(members[i] for i in balanced_picks(len(members), self.k, picks_draw))
             yield batch
+
+
+def balanced_picks(n: int, k: int, generator: torch.Generator) -> list[int]:
+    """k of n indices, each at most once when n >= k; when n < k, every index ceil(k/n) or floor(k/n)
+    times (never one image k times, as independent draws with replacement allow)."""
+    rounds = [torch.randperm(n, generator=generator) for _ in range(math.ceil(k / n))]
+    return torch.cat(rounds)[:k].tolist()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from lookalike.cli import COMMANDS, build_parser, main
@@ -55,6 +57,14 @@ def test_help_lists_every_command(capsys):
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert all(name in out and command.help in out for name, command in COMMANDS.items())
+
+
+def test_every_train_config_field_is_a_flag():
+    """Generated from TrainConfig's fields: a new field cannot be forgotten on the command line."""
+    parser = build_parser(["train"])
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    flags = {action.dest for action in commands.choices["train"]._actions} - {"help", "config"}
+    assert flags == set(TrainConfig.model_fields)
 
 
 def test_every_train_switch_reaches_the_config(tmp_path, monkeypatch):

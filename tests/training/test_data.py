@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
@@ -34,6 +36,30 @@ def test_pk_sampler_batches_and_ddp_shards():
         assert not {labels[i] for i in b0} & {labels[i] for i in b1}  # ranks never share a class in a step
     with pytest.raises(ValueError, match="needs at least 12 classes"):
         PKSampler(labels, classes_per_batch=12, samples_per_class=2)
+
+
+def test_ranks_never_share_a_class_when_class_sizes_differ():
+    """The review's case: classes of 2-12 images, P=2, K=4, 2 ranks (once a shared class by batch 5)."""
+    labels = [c for c in range(30) for _ in range(2 + c % 11)]
+    for epoch in range(5):
+        ranks = [PKSampler(labels, 2, 4, seed=3, rank=r, world_size=2) for r in range(2)]
+        for sampler in ranks:
+            sampler.set_epoch(epoch)
+        for b0, b1 in zip(*ranks, strict=True):
+            assert not {labels[i] for i in b0} & {labels[i] for i in b1}
+
+
+def test_small_classes_repeat_their_images_evenly():
+    """A class with fewer than K images gives each image K/n times, never one image K times."""
+    labels = [0, 0, 1, 1, 1, *([2] * 8), *([3] * 8)]
+    sampler = PKSampler(labels, classes_per_batch=4, samples_per_class=4, seed=0)
+    for epoch in range(20):
+        sampler.set_epoch(epoch)
+        for batch in sampler:
+            for label, size in ((0, 2), (1, 3), (2, 8)):
+                counts = Counter(i for i in batch if labels[i] == label)
+                assert sum(counts.values()) == 4 and len(counts) == min(size, 4)
+                assert max(counts.values()) - min(counts.values()) <= 1
 
 
 def test_grey_and_colour_images_become_rgb(tmp_path):

@@ -260,3 +260,14 @@ def test_unknown_names_list_the_choices():
         create_miner("semi-hard")
     with pytest.raises(UnknownNameError, match="contrastive"):
         LOSSES.create("arcface")
+
+
+@pytest.mark.parametrize("name", DISTANCES)
+def test_gradients_stay_finite_at_zero_distance(name):
+    """An anchor against itself (the matrix diagonal) and duplicate images are at distance 0, where
+    sqrt's slope is infinite: the Euclidean distance must not turn that into NaN gradients."""
+    x = torch.randint(-3, 4, (6, 8), generator=torch.Generator().manual_seed(0)).float()  # exact arithmetic
+    x = torch.cat([x, x[:2]]).requires_grad_(True)  # rows 6, 7 duplicate rows 0, 1: exact zeros
+    distance = create_distance(name)
+    (distance(x, x).sum() + distance.paired(x, x.roll(2, 0)).sum()).backward()
+    assert torch.isfinite(x.grad).all()

@@ -62,6 +62,35 @@ def test_verification_metrics_on_separable_and_random_scores():
     assert 0.3 < noise["accuracy"] < 0.7 and noise["accuracy_std"] > 0
 
 
+def test_pairs_accuracy_fits_each_fold_threshold_on_the_other_nine():
+    """LFW View 2: fitting the threshold on all ten folds (test fold included) would flatter it."""
+    rng = np.random.default_rng(4)
+    same = rng.random(600) < 0.5
+    scores = rng.normal(size=600) + same * 0.5
+    folds = np.arange(600) % 10
+    held_out = [
+        np.mean((scores[folds == f] >= best_threshold(scores[folds != f], same[folds != f])) == same[folds == f])
+        for f in range(10)
+    ]
+    in_sample = [np.mean((scores[folds == f] >= best_threshold(scores, same)) == same[folds == f]) for f in range(10)]
+    assert np.mean(in_sample) != pytest.approx(np.mean(held_out))  # the data tells the two apart
+    result = verification_metrics(scores, same, folds)
+    assert result["accuracy"] == pytest.approx(np.mean(held_out)) and result["accuracy_std"] == pytest.approx(
+        np.std(held_out)
+    )
+
+
+def test_tar_is_read_at_a_false_accept_rate_of_one_in_a_thousand():
+    """2,000 impostor scores -0.0005, -0.001, ... and 1,000 genuine ones -0.0002, -0.0004, ...: the
+    most genuine pairs accepted while at most 2 impostors (FAR 1e-3) are is every genuine score above
+    the third impostor (-0.0015), 7 of them: TAR 0.007 (at FAR 0.1 it would be 0.5)."""
+    impostors = -np.arange(1, 2001) / 2000
+    genuine = -np.arange(1, 1001) / 1000 * 0.2 + 1e-6
+    scores = np.concatenate([impostors, genuine])
+    same = np.concatenate([np.zeros(2000, bool), np.ones(1000, bool)])
+    assert verification_metrics(scores, same)["tar@far=1e-3"] == pytest.approx(0.007)
+
+
 def test_lfw_pairs_file_is_parsed_with_folds(tmp_path):
     for name in ("Ann_B", "Carl_D"):
         for n in (1, 2):
