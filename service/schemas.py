@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from fastapi import File, UploadFile
 from pydantic import BaseModel, Field
 
 
@@ -9,6 +12,15 @@ class ErrorBody(BaseModel):
     error: str = Field(description="machine-readable kind, e.g. 'invalid_image'")
     detail: str = Field(description="what is wrong, for a person")
 
+
+ImageUpload = Annotated[
+    UploadFile,
+    File(
+        description="a photo: JPEG, PNG, WebP, BMP, PPM, TIFF or GIF, not empty",
+        json_schema_extra={"minLength": 1},  # the schema says what the service accepts: no empty files
+    ),
+]
+"""Every image field of every endpoint."""
 
 IMAGE_ERRORS: dict[int | str, dict] = {status: {"model": ErrorBody} for status in (400, 401, 413, 415, 422, 503)}
 """What an image endpoint can answer besides 200, for the OpenAPI docs."""

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, File, UploadFile
+from fastapi import APIRouter
 
 from lookalike.service.deps import State
 from lookalike.service.routers.common import embed_uploads
-from lookalike.service.schemas import IMAGE_ERRORS, EmbedResponse
+from lookalike.service.schemas import IMAGE_ERRORS, EmbedResponse, ImageUpload
 
 router = APIRouter(tags=["embed"])
 
@@ -18,6 +16,6 @@ router = APIRouter(tags=["embed"])
     response_model=EmbedResponse,
     responses=IMAGE_ERRORS,
 )
-async def embed(state: State, image: Annotated[UploadFile, File()]) -> EmbedResponse:
+async def embed(state: State, image: ImageUpload) -> EmbedResponse:
     vector = (await embed_uploads(state, image))[0]
     return EmbedResponse(embedding=vector.tolist(), dimension=len(vector))

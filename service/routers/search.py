@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, UploadFile
+from fastapi import APIRouter, Query
 
 from lookalike.service.deps import LiveIndex, State
 from lookalike.service.errors import ApiError
 from lookalike.service.routers.common import decode_uploads
-from lookalike.service.schemas import IMAGE_ERRORS, IdentityMatch, Match, SearchResponse
+from lookalike.service.schemas import IMAGE_ERRORS, IdentityMatch, ImageUpload, Match, SearchResponse
 
 router = APIRouter(tags=["search"])
 
@@ -22,7 +22,7 @@ router = APIRouter(tags=["search"])
 async def search(
     state: State,
     index: LiveIndex,
-    image: Annotated[UploadFile, File(description="query photo")],
+    image: ImageUpload,
     k: Annotated[int | None, Query(ge=1, description="number of nearest gallery images")] = None,
 ) -> SearchResponse:
     k = k or state.settings.default_k

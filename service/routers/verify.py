@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, File, UploadFile
+from fastapi import APIRouter
 
 from lookalike.service.deps import State
 from lookalike.service.routers.common import embed_uploads
-from lookalike.service.schemas import IMAGE_ERRORS, VerifyResponse
+from lookalike.service.schemas import IMAGE_ERRORS, ImageUpload, VerifyResponse
 
 router = APIRouter(tags=["verify"])
 
@@ -18,9 +16,7 @@ router = APIRouter(tags=["verify"])
     response_model=VerifyResponse,
     responses=IMAGE_ERRORS,
 )
-async def verify(
-    state: State, image_a: Annotated[UploadFile, File()], image_b: Annotated[UploadFile, File()]
-) -> VerifyResponse:
+async def verify(state: State, image_a: ImageUpload, image_b: ImageUpload) -> VerifyResponse:
     a, b = await embed_uploads(state, image_a, image_b)
     score = float(a @ b)
     threshold = state.encoder.spec.threshold

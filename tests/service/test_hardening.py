@@ -188,3 +188,23 @@ def test_method_not_allowed_says_which_methods_are(tiny_bundle, index_root):
     with TestClient(create_app(Settings(bundle=tiny_bundle, index=index_root))) as client:
         answer = client.get("/search")
     assert answer.status_code == 405 and answer.headers["allow"] == "POST" and answer.json()["error"] == "http_error"
+
+
+def test_the_schema_refuses_empty_image_files_as_the_service_does(tiny_bundle, index_root):
+    with TestClient(create_app(Settings(bundle=tiny_bundle, index=index_root))) as client:
+        schemas = client.get("/openapi.json").json()["components"]["schemas"]
+        empty = client.post("/embed", files={"image": ("e.png", b"")})
+    fields = {
+        f"{body}.{name}": spec
+        for body, schema in schemas.items()
+        if body.startswith("Body_")
+        for name, spec in schema["properties"].items()
+    }
+    assert set(fields) == {
+        "Body_search_search_post.image",
+        "Body_verify_verify_post.image_a",
+        "Body_verify_verify_post.image_b",
+        "Body_embed_embed_post.image",
+    }
+    assert all(spec["minLength"] == 1 for spec in fields.values())
+    assert empty.status_code == 400 and empty.json()["error"] == "empty_file"
