@@ -208,3 +208,23 @@ def test_the_schema_refuses_empty_image_files_as_the_service_does(tiny_bundle, i
     }
     assert all(spec["minLength"] == 1 for spec in fields.values())
     assert empty.status_code == 400 and empty.json()["error"] == "empty_file"
+
+
+def test_the_service_embeds_a_sideways_stored_photo_as_it_is_seen(tiny_bundle, index_root):
+    """A phone's portrait photo, stored sideways with EXIF orientation 6, embeds like the upright
+    picture, not like the sideways pixels."""
+    rng = np.random.default_rng(5)
+    upright = Image.fromarray(rng.integers(0, 255, (64, 32, 3), dtype=np.uint8)).resize((64, 128))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+
+    def jpeg(image: Image.Image, **save) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=95, **save)
+        return buffer.getvalue()
+
+    sideways = upright.rotate(90, expand=True)
+    with TestClient(create_app(Settings(bundle=tiny_bundle, index=index_root))) as client:
+        embed = lambda data: np.array(client.post("/embed", files={"image": ("p.jpg", data)}).json()["embedding"])  # noqa: E731
+        tagged, seen, raw = embed(jpeg(sideways, exif=exif)), embed(jpeg(upright)), embed(jpeg(sideways))
+    assert np.linalg.norm(tagged - seen) < 0.5 * np.linalg.norm(tagged - raw)
