@@ -172,7 +172,7 @@ def run_training(name: str, method: str, seed: int, args: argparse.Namespace, ou
         export="last",  # the held-out classes are the test set: choosing the epoch on them would flatter it
     )
     started = time.perf_counter()
-    train(cfg, criterion=pml_criterion(cfg.margin) if recipe.get("pml") else None)
+    train(cfg, criterion=pml_criterion(0.2 if cfg.margin is None else cfg.margin) if recipe.get("pml") else None)
     total = time.perf_counter() - started
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     encoder = load_bundle(out / "bundle")

@@ -4,22 +4,33 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from types import UnionType
-from typing import Literal, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 from lookalike.training.config import TrainConfig, load_config
 from lookalike.training.evaluate import evaluate_bundle
 from lookalike.training.loop import train
 
 
-def flag_type(annotation: object) -> tuple[type, tuple[str, ...] | None]:
-    """argparse's `type` (and `choices`) for a TrainConfig field: `X | None` is X, a Literal its values."""
+def flag_type(annotation: object) -> tuple[Callable[[str], Any], tuple[str, ...] | None]:
+    """argparse's `type` (and `choices`) for a TrainConfig field: `X | None` is X, a Literal its
+    values, a dict one NAME=VALUE pair per word."""
     if get_origin(annotation) in (Union, UnionType):
         (annotation,) = [a for a in get_args(annotation) if a is not type(None)]
     if get_origin(annotation) is Literal:
         return str, get_args(annotation)
+    if get_origin(annotation) is dict:
+        return name_value, None
     return annotation, None  # type: ignore[return-value]
+
+
+def name_value(word: str) -> tuple[str, str]:
+    name, equals, value = word.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {word!r}")
+    return name, value
 
 
 # Every TrainConfig field is a flag, generated from the field itself, so none can be forgotten:
@@ -36,11 +47,14 @@ def configure_train(train: argparse.ArgumentParser) -> None:
     for name, (kind, choices) in FLAGS.items():
         field = fields[name]
         default = None if field.is_required() else field.default
+        pairs = kind is name_value
         train.add_argument(
             f"--{name.replace('_', '-')}",
             type=kind,
             choices=choices,
             default=None,
+            nargs="+" if pairs else None,
+            metavar="NAME=VALUE" if pairs else None,
             help=f"{field.description or ''} (default: {default})".strip(),
         )
     for name in SWITCHES:
@@ -67,6 +81,7 @@ def configure_evaluate(evaluate: argparse.ArgumentParser) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in [*FLAGS, *SWITCHES]}
+    overrides = {name: dict(value) if isinstance(value, list) else value for name, value in overrides.items()}
     cfg = load_config(args.config, overrides)
     summary = train(cfg)
     if summary:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lookalike.errors import ConfigError
 from lookalike.images import CropMode
-from lookalike.training.metric_learning import LOSSES, MINERS
+from lookalike.training.metric_learning import LOSSES, MINERS, create_criterion
 
 
 class TrainConfig(BaseModel):
@@ -50,8 +50,18 @@ class TrainConfig(BaseModel):
         True,
         description="Symmetrical Synthesis: mirror same-class pairs; the miner picks among real and synthetic points.",
     )
-    distance: Literal["euclidean", "squared_euclidean", "cosine"] = "euclidean"
-    margin: float = Field(0.2, ge=0)
+    distance: Literal["euclidean", "squared_euclidean", "cosine"] | None = Field(
+        None, description="Distance for the loss and miner that take one; unset: each one's own (euclidean)."
+    )
+    margin: float | None = Field(
+        None, ge=0, description="Margin for the loss and miner that take one; unset: each one's own (0.2)."
+    )
+    loss_args: dict[str, float] = Field(
+        default_factory=dict, description="The loss's own hyper-parameters, NAME=VALUE (e.g. alpha=2 beta=50)."
+    )
+    miner_args: dict[str, float] = Field(
+        default_factory=dict, description="The miner's own hyper-parameters, NAME=VALUE (e.g. epsilon=0.1)."
+    )
 
     classes_per_batch: int = Field(8, ge=2)
     samples_per_class: int = Field(4, ge=2)
@@ -96,6 +106,13 @@ class TrainConfig(BaseModel):
             return None
         MINERS.get(name)
         return name
+
+    @model_validator(mode="after")
+    def _every_criterion_option_is_taken(self) -> TrainConfig:
+        create_criterion(
+            self.loss, self.miner, self.synthesis, self.distance, self.margin, self.loss_args, self.miner_args
+        )
+        return self
 
     @model_validator(mode="after")
     def _batch_matches_pk(self) -> TrainConfig:

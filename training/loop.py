@@ -86,7 +86,9 @@ def train(cfg: TrainConfig, criterion: Callable[[Tensor, Tensor], Tensor] | None
         collate_fn=collate,
         persistent_workers=cfg.workers > 0,
     )
-    criterion = criterion or create_criterion(cfg.loss, cfg.miner, cfg.synthesis, cfg.distance, cfg.margin)
+    criterion = criterion or create_criterion(
+        cfg.loss, cfg.miner, cfg.synthesis, cfg.distance, cfg.margin, cfg.loss_args, cfg.miner_args
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total_steps = cfg.epochs * len(sampler)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

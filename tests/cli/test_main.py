@@ -82,9 +82,21 @@ def test_every_train_switch_reaches_the_config(tmp_path, monkeypatch):
     }
 
 
+def test_loss_and_miner_arguments_reach_the_config(tmp_path, monkeypatch):
+    seen: list[TrainConfig] = []
+    monkeypatch.setattr("lookalike.training.cli.train", lambda cfg: seen.append(cfg) or {})
+    argv = ["train", "--data", str(tmp_path), "--loss", "multi_similarity", "--miner", "multi_similarity"]
+    assert main([*argv, "--loss-args", "alpha=3", "beta=40", "--miner-args", "epsilon=0.2"]) == 0
+    assert seen[0].loss_args == {"alpha": 3.0, "beta": 40.0} and seen[0].miner_args == {"epsilon": 0.2}
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (
+            ["train", "--data", "d", "--loss", "multi_similarity", "--miner", "multi_similarity", "--margin", "0.3"],
+            "--margin reaches neither the loss 'multi_similarity'",
+        ),
         (["train", "--data", "d", "--epochs", "0"], "epochs: Input should be greater than or equal to 1"),
         (["train", "--data", "d", "--config", "missing.yaml"], "config file missing.yaml does not exist"),
         (["serve", "--max-batch", "0"], "max_batch: Input should be greater than or equal to 1"),

@@ -7,6 +7,7 @@ import itertools
 import pytest
 import torch
 
+from lookalike.errors import ConfigError
 from lookalike.registry import UnknownNameError
 from lookalike.training.metric_learning.criterion import create_criterion
 from lookalike.training.metric_learning.distances import create_distance
@@ -271,3 +272,34 @@ def test_gradients_stay_finite_at_zero_distance(name):
     distance = create_distance(name)
     (distance(x, x).sum() + distance.paired(x, x.roll(2, 0)).sum()).backward()
     assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize(
+    ("loss", "miner", "given", "message"),
+    [
+        ("multi_similarity", "multi_similarity", {"margin": 0.3}, "--margin reaches neither the loss"),
+        ("contrastive", "batch_hard", {"margin": 0.3}, "it takes distance, neg_margin, pos_margin"),
+        ("multi_similarity", "multi_similarity", {"distance": "cosine"}, "--distance reaches neither"),
+        ("multi_similarity", None, {"loss_args": {"gamma": 1.0}}, "loss 'multi_similarity' takes no gamma"),
+        ("triplet", "batch_hard", {"miner_args": {"margin": 0.1}}, "miner 'batch_hard' takes no margin"),
+    ],
+)
+def test_an_argument_no_piece_takes_is_an_error_not_a_silent_no_op(loss, miner, given, message):
+    with pytest.raises(ConfigError, match=message):
+        create_criterion(loss, miner, synthesis=False, **given)
+
+
+def test_arguments_reach_every_piece_that_takes_them():
+    shared = create_criterion("triplet", "semihard", synthesis=False, margin=0.35, distance="cosine")
+    assert shared.loss.margin == shared.miner.margin == 0.35
+    assert type(shared.loss.distance).__name__ == type(shared.miner.distance).__name__ == "CosineDistance"
+    own = create_criterion(
+        "multi_similarity",
+        "multi_similarity",
+        False,
+        loss_args={"alpha": 3.0, "beta": 40.0},
+        miner_args={"epsilon": 0.2},
+    )
+    assert (own.loss.alpha, own.loss.beta, own.loss.base, own.miner.epsilon) == (3.0, 40.0, 0.5, 0.2)
+    partly = create_criterion("triplet", "batch_hard", synthesis=False, margin=0.5)  # the miner takes no margin
+    assert partly.loss.margin == 0.5

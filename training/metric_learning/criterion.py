@@ -8,10 +8,13 @@ separately usable pieces of this package, chosen by name.
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from lookalike.errors import ConfigError
+from lookalike.registry import Registry
 from lookalike.training.metric_learning.losses import LOSSES, MetricLoss
 from lookalike.training.metric_learning.miners import MINERS, Miner
 from lookalike.training.metric_learning.pool import Pool
@@ -31,24 +34,41 @@ class MetricCriterion(torch.nn.Module):
         return self.loss(embeddings, labels, mined, pool)
 
 
-def _with_supported(factory: object, **kwargs: object) -> dict[str, object]:
-    """Keep the keyword arguments that `factory` accepts, so one config serves every class."""
-    accepted = inspect.signature(factory).parameters
-    return {k: v for k, v in kwargs.items() if k in accepted and v is not None}
-
-
 def create_criterion(
     loss: str = "triplet",
     miner: str | None = "semihard",
     synthesis: bool = True,
-    distance: str = "euclidean",
-    margin: float = 0.2,
+    distance: str | None = None,
+    margin: float | None = None,
+    loss_args: dict[str, Any] | None = None,
+    miner_args: dict[str, Any] | None = None,
 ) -> MetricCriterion:
-    """Build a criterion from names; `margin` goes to every piece that has one."""
-    loss_cls = LOSSES.get(loss)
-    loss_obj = loss_cls(**_with_supported(loss_cls, distance=distance, margin=margin))
-    miner_obj = None
-    if miner is not None:
-        miner_cls = MINERS.get(miner)
-        miner_obj = miner_cls(**_with_supported(miner_cls, distance=distance, margin=margin))
+    """Build a criterion from names. Every argument given reaches a piece or is refused:
+
+    - `distance` and `margin` go to each of the loss and the miner that takes one, and must be
+      taken by at least one of them (`--margin` with the multi-similarity pieces is an error, not
+      a silent no-op); None leaves each piece its own default;
+    - `loss_args` / `miner_args` are the piece's own hyper-parameters (alpha, beta, epsilon...),
+      each of which it must take.
+    """
+    shared = {k: v for k, v in {"distance": distance, "margin": margin}.items() if v is not None}
+    loss_obj, loss_takes = build(LOSSES, loss, shared, loss_args or {})
+    miner_obj, miner_takes = build(MINERS, miner, shared, miner_args or {}) if miner is not None else (None, set())
+    for name in set(shared) - loss_takes - miner_takes:
+        raise ConfigError(
+            f"--{name} reaches neither the loss {loss!r} (it takes {', '.join(sorted(loss_takes)) or 'nothing'}) "
+            f"nor the miner {miner!r} (it takes {', '.join(sorted(miner_takes)) or 'nothing'})"
+        )
     return MetricCriterion(loss_obj, miner_obj, synthesis)
+
+
+def build(registry: Registry, name: str, shared: dict[str, Any], own: dict[str, Any]) -> tuple[Any, set[str]]:
+    """The registered `name` built with the shared arguments it takes and all of its own; also
+    returns the names it takes. An own argument it does not take is an error naming the choices."""
+    factory = registry.get(name)
+    takes = {p for p in inspect.signature(factory).parameters if p != "self"}
+    unknown = set(own) - takes
+    if unknown:
+        choices = ", ".join(sorted(takes)) or "nothing"
+        raise ConfigError(f"{registry.kind} {name!r} takes no {', '.join(sorted(unknown))}; it takes: {choices}")
+    return factory(**{k: v for k, v in shared.items() if k in takes}, **own), takes
