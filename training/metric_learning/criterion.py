@@ -36,8 +36,8 @@ class MetricCriterion(torch.nn.Module):
 
 def create_criterion(
     loss: str = "triplet",
-    miner: str | None = "semihard",
-    synthesis: bool = True,
+    miner: str | None = "batch_hard",
+    synthesis: bool = False,
     distance: str | None = None,
     margin: float | None = None,
     loss_args: dict[str, Any] | None = None,
