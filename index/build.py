@@ -16,7 +16,7 @@ from lookalike.errors import LookalikeError
 from lookalike.index.gallery import GalleryItem, embed_items, read_gallery
 from lookalike.index.lock import DEFAULT_TIMEOUT_S, writer_lock
 from lookalike.index.metadata import Entry
-from lookalike.index.store import GalleryIndex, next_free_id
+from lookalike.index.store import GalleryIndex, next_free_id, read_manifest
 from lookalike.index.versions import current_version, publish, staged_version
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def add_to_index(
 ) -> GalleryIndex:
     """Embed more images and publish the current version plus them (copy-on-write)."""
     encoder = load_bundle(bundle, batch_size=batch_size)
-    GalleryIndex.open(current_version(root), encoder.spec.content_hash)  # refuse early, before embedding
+    read_manifest(current_version(root), encoder.spec.content_hash)  # refuse another bundle before embedding
     vectors, kept, skipped = embed_items(encoder, read_gallery(gallery), batch_size)
     with writer_lock(root, lock_timeout_s), staged_version(root) as staging:
         live = GalleryIndex.open(current_version(root), encoder.spec.content_hash)

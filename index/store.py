@@ -51,15 +51,33 @@ class IndexManifest(BaseModel):
     )
 
 
+def read_manifest(directory: Path, bundle_hash: str | None = None) -> IndexManifest:
+    """A version's manifest alone (cheap: no vectors are read), refused if it was built with another
+    bundle than `bundle_hash`."""
+    manifest_path = directory / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise IndexFormatError(f"{directory} is not an index version: {MANIFEST_FILE} is missing")
+    try:
+        manifest = IndexManifest.model_validate_json(manifest_path.read_text())
+    except ValidationError as err:
+        raise IndexCorruptError(f"{manifest_path} is not a valid index manifest: {err}") from None
+    if bundle_hash is not None and manifest.bundle_hash != bundle_hash:
+        raise IndexMismatchError(
+            f"index {directory} was built with bundle {manifest.bundle_hash[:12]}, not with the bundle in use "
+            f"({bundle_hash[:12]}): its vectors are not comparable; rebuild it with 'lookalike index build'"
+        )
+    return manifest
+
+
 def next_free_id(root: Path) -> int:
     """An id above every id handed out at `root`, read from the manifests of the versions on disk
     (so that a rebuild works even when the current version is the corrupted one)."""
     free = 0
     for manifest_path in (root / VERSIONS).glob(f"*/{MANIFEST_FILE}"):
         try:
-            manifest = IndexManifest.model_validate_json(manifest_path.read_text())
+            manifest = read_manifest(manifest_path.parent)
             issued = manifest.next_id or MetadataStore(manifest_path.parent / METADATA_FILE).max_id() + 1  # 0.1.0
-        except (ValueError, OSError, sqlite3.Error):
+        except (LookalikeError, OSError, sqlite3.Error):
             continue
         free = max(free, issued)
     return free
@@ -124,19 +142,9 @@ class GalleryIndex:
 
     @classmethod
     def open(cls, directory: Path, bundle_hash: str | None = None, on_device: bool = False) -> GalleryIndex:
-        """Load a version; refuse it if it was built with another bundle than `bundle_hash`."""
-        manifest_path = directory / MANIFEST_FILE
-        if not manifest_path.is_file():
-            raise IndexFormatError(f"{directory} is not an index version: {MANIFEST_FILE} is missing")
-        try:
-            manifest = IndexManifest.model_validate_json(manifest_path.read_text())
-        except ValidationError as err:
-            raise IndexCorruptError(f"{manifest_path} is not a valid index manifest: {err}") from None
-        if bundle_hash is not None and manifest.bundle_hash != bundle_hash:
-            raise IndexMismatchError(
-                f"index {directory} was built with bundle {manifest.bundle_hash[:12]}, not with the bundle in use "
-                f"({bundle_hash[:12]}): its vectors are not comparable; rebuild it with 'lookalike index build'"
-            )
+        """Load a version; refuse it if it was built with another bundle than `bundle_hash`, or if its
+        files are not the ones its manifest describes."""
+        manifest = read_manifest(directory, bundle_hash)
         for name, digest in manifest.files.items():
             if not (directory / name).is_file() or file_sha256(directory / name) != digest:
                 raise IndexCorruptError(
