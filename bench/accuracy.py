@@ -52,6 +52,7 @@ DATASETS = {
     "lfw": {"folder": "lfw", "split": "hash", "train_fraction": 0.5, "crop_fraction": 0.44, "pairs": "pairs.txt"},
     "att": {"folder": "att_faces", "split": "sorted", "train_fraction": 0.75, "crop_fraction": 1.0},
 }
+PROXY_LOSSES = ("proxy_anchor", "proxy_nca", "arcface", "cosface")
 METHODS = {
     "semihard": {"loss": "triplet", "miner": "semihard", "synthesis": False},
     "semihard+synthesis": {"loss": "triplet", "miner": "semihard", "synthesis": True},
@@ -62,6 +63,13 @@ METHODS = {
     "batch_hard+synthesis": {"loss": "triplet", "miner": "batch_hard", "synthesis": True},
     "multi_similarity": {"loss": "multi_similarity", "miner": "multi_similarity", "synthesis": False},
     "multi_similarity+synthesis": {"loss": "multi_similarity", "miner": "multi_similarity", "synthesis": True},
+    # Issue 17's family, each loss with its own miner (`auto`); N-pair and angular use one pair per class.
+    **{
+        f"{loss}{'+synthesis' if synthesis else ''}": {"loss": loss, "miner": "auto", "synthesis": synthesis}
+        for loss in ("lifted", "n_pair", "angular", "npair_angular")
+        for synthesis in (False, True)
+    },
+    **{loss: {"loss": loss, "miner": "auto", "synthesis": False} for loss in PROXY_LOSSES},
     "pml_semihard": {"loss": "triplet", "miner": "semihard", "synthesis": False, "pml": True},
     "pixels_pca": {"pixels": True},
 }

@@ -44,15 +44,23 @@ class TrainConfig(BaseModel):
     image_size: int = Field(64, ge=32, le=1024)
     embedding_size: int = Field(128, ge=2, le=4096)
 
-    loss: str = "triplet"
+    loss: str = Field(
+        "triplet",
+        description="Loss: triplet, contrastive, multi_similarity, lifted, n_pair, angular, npair_angular, "
+        "proxy_anchor, proxy_nca, arcface, cosface.",
+    )
     # The default recipe is the measured best (README Results, 3 seeds each): batch-hard beat semi-hard,
     # with or without synthesis, on Cars (R@1 0.062 against 0.048 with synthesis, pixel floor 0.034) and
     # on LFW (0.227 against 0.079 at 5 epochs, 0.418 against 0.380 at 20), and synthesis does not lift it.
-    miner: str | None = Field("batch_hard", description="Tuple miner: batch_hard, semihard, batch_all, none, ...")
+    miner: str | None = Field(
+        "auto",
+        description="Tuple miner: auto (the loss's own: batch_hard for triplet), batch_hard, semihard, batch_all, "
+        "multi_similarity, none.",
+    )
     synthesis: bool = Field(
         False,
-        description="Symmetrical Synthesis: mirror same-class pairs; the miner picks among real and synthetic points "
-        "(lifts semi-hard mining; not batch-hard).",
+        description="Symmetrical Synthesis: mirror same-class pairs; the miner (or the N-pair/angular loss) picks "
+        "among real and synthetic points (lifts semi-hard mining; not batch-hard).",
     )
     distance: Literal["euclidean", "squared_euclidean", "cosine"] | None = Field(
         None, description="Distance for the loss and miner that take one; unset: each one's own (euclidean)."
@@ -65,6 +73,18 @@ class TrainConfig(BaseModel):
     )
     miner_args: dict[str, float] = Field(
         default_factory=dict, description="The miner's own hyper-parameters, NAME=VALUE (e.g. epsilon=0.1)."
+    )
+
+    loss_lr: float | None = Field(
+        None,
+        gt=0,
+        description="Learning rate of the loss's own parameters (proxies, class weights); unset: --lr times the "
+        "loss's factor (100 for proxy_anchor and proxy_nca, 1 for arcface and cosface).",
+    )
+    gather_batches: bool = Field(
+        False,
+        description="With torchrun: mine and score over every rank's batch together (all-gathered; each rank's "
+        "gradients flow back to its own part), as one process would on the whole batch.",
     )
 
     classes_per_batch: int = Field(8, ge=2)
@@ -108,14 +128,24 @@ class TrainConfig(BaseModel):
     def _known_miner(cls, name: str | None) -> str | None:
         if name in (None, "none"):
             return None
-        MINERS.get(name)
+        if name != "auto":
+            MINERS.get(name)
         return name
 
     @model_validator(mode="after")
     def _every_criterion_option_is_taken(self) -> TrainConfig:
         create_criterion(
-            self.loss, self.miner, self.synthesis, self.distance, self.margin, self.loss_args, self.miner_args
+            self.loss,
+            self.miner,
+            self.synthesis,
+            self.distance,
+            self.margin,
+            self.loss_args,
+            self.miner_args,
+            embedding_size=self.embedding_size,
         )
+        if self.loss_lr is not None and LOSSES.get(self.loss).param_lr_scale is None:
+            raise ConfigError(f"--loss-lr: the {self.loss!r} loss has no parameters to train")
         return self
 
     @model_validator(mode="after")

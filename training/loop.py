@@ -1,6 +1,8 @@
 """The training loop: read it top to bottom in `train`.
 
 Data -> model -> criterion (synthesis + miner + loss) -> AdamW with warm-up and cosine decay.
+A loss with parameters (class proxies) trains them in its own optimiser group; they live in
+`last.pt` for `--resume`, never in the bundle.
 After every epoch: evaluate on held-out classes, append to metrics.jsonl, redraw the plot,
 checkpoint (last and best by Recall@1). At the end: export the best (or last) model as a bundle.
 """
@@ -36,7 +38,13 @@ from lookalike.training.data import (
     train_augment,
     train_prepare,
 )
-from lookalike.training.distributed import barrier, init_distributed, shutdown
+from lookalike.training.distributed import (
+    barrier,
+    gather_batches,
+    init_distributed,
+    shutdown,
+    sync_loss_gradients,
+)
 from lookalike.training.evaluate import embed_dataset, evaluate_embeddings
 from lookalike.training.metric_learning import create_criterion
 from lookalike.training.model import EmbeddingModel
@@ -87,9 +95,23 @@ def train(cfg: TrainConfig, criterion: Callable[[Tensor, Tensor], Tensor] | None
         persistent_workers=cfg.workers > 0,
     )
     criterion = criterion or create_criterion(
-        cfg.loss, cfg.miner, cfg.synthesis, cfg.distance, cfg.margin, cfg.loss_args, cfg.miner_args
+        cfg.loss,
+        cfg.miner,
+        cfg.synthesis,
+        cfg.distance,
+        cfg.margin,
+        cfg.loss_args,
+        cfg.miner_args,
+        num_classes=len(train_classes),
+        embedding_size=cfg.embedding_size,
     )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_params = list(criterion.to(device).parameters()) if isinstance(criterion, torch.nn.Module) else []
+    unit_embeddings = getattr(criterion, "unit_embeddings", True)
+    groups = [{"params": list(model.parameters()), "lr": cfg.lr}]
+    if loss_params:
+        groups.append({"params": loss_params, "lr": cfg.loss_lr or cfg.lr * criterion.loss.param_lr_scale})
+    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    gathered = cfg.gather_batches and dist.enabled
     total_steps = cfg.epochs * len(sampler)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(cfg.warmup_epochs * len(sampler), total_steps)
@@ -105,7 +127,7 @@ def train(cfg: TrainConfig, criterion: Callable[[Tensor, Tensor], Tensor] | None
 
     start_epoch, best = 0, {"recall@1": -1.0, "map@r": -1.0}
     if cfg.resume and (out / "last.pt").is_file():
-        start_epoch, best = load_checkpoint(out / "last.pt", model, optimizer, scheduler)
+        start_epoch, best = load_checkpoint(out / "last.pt", model, criterion, optimizer, scheduler)
         log.info("resumed from %s at epoch %d", out / "last.pt", start_epoch)
     elif dist.is_main:
         (out / "metrics.jsonl").unlink(missing_ok=True)
@@ -133,10 +155,16 @@ def train(cfg: TrainConfig, criterion: Callable[[Tensor, Tensor], Tensor] | None
             if len(images) == 0:
                 continue
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                embeddings = net(images.to(device, memory_format=torch.channels_last, non_blocking=True))
-            loss = criterion(embeddings.float(), labels.to(device))
+                inputs = images.to(device, memory_format=torch.channels_last, non_blocking=True)
+                embeddings = net(inputs, normalize=unit_embeddings)
+            labels = labels.to(device)
+            if gathered:
+                embeddings, labels = gather_batches(dist, embeddings, labels)
+            loss = criterion(embeddings.float(), labels)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            # Gathered, every rank holds the whole batch's loss; DDP averages the per-rank gradients.
+            (loss * dist.world_size if gathered else loss).backward()
+            sync_loss_gradients(dist, loss_params, gathered)
             optimizer.step()
             scheduler.step()
             losses.append(loss.item())
@@ -155,7 +183,7 @@ def train(cfg: TrainConfig, criterion: Callable[[Tensor, Tensor], Tensor] | None
             if (row["recall@1"], row["map@r"]) > (best["recall@1"], best["map@r"]):  # MAP@R breaks ties
                 best = row
                 torch.save(model.state_dict(), out / "best.pt")
-            save_checkpoint(out / "last.pt", model, optimizer, scheduler, epoch, best)
+            save_checkpoint(out / "last.pt", model, criterion, optimizer, scheduler, epoch, best)
         barrier(dist)
 
     summary = {}
@@ -253,9 +281,10 @@ def log_epoch(out: Path, row: dict) -> None:
     )
 
 
-def save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, best: dict) -> None:
+def save_checkpoint(path: Path, model, criterion, optimizer, scheduler, epoch: int, best: dict) -> None:
     state = {
         "model": model.state_dict(),
+        "criterion": criterion.state_dict() if isinstance(criterion, torch.nn.Module) else {},
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "epoch": epoch,
@@ -266,9 +295,11 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, best: d
     tmp.replace(path)  # an interrupted save never leaves a half-written last.pt
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, dict]:
+def load_checkpoint(path: Path, model, criterion, optimizer, scheduler) -> tuple[int, dict]:
     state = torch.load(path, map_location="cpu")
     model.load_state_dict(state["model"])
+    if isinstance(criterion, torch.nn.Module):
+        criterion.load_state_dict(state.get("criterion", {}))
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     return state["epoch"], state["best"]

@@ -41,8 +41,11 @@ class EmbeddingModel(nn.Module):
         self.head = nn.Linear(self.backbone.num_features, embedding_size)
         self.norm = nn.BatchNorm1d(embedding_size)
 
-    def forward(self, images: Tensor) -> Tensor:
-        return nn.functional.normalize(self.norm(self.head(self.backbone(images))), dim=1)
+    def forward(self, images: Tensor, normalize: bool = True) -> Tensor:
+        """Unit-length embeddings; `normalize=False` gives the raw head output to a loss that wants
+        it in training (N-pair's norm penalty). The exported bundle always normalises."""
+        raw = self.norm(self.head(self.backbone(images)))
+        return nn.functional.normalize(raw, dim=1) if normalize else raw
 
     def data_config(self) -> dict:
         """The backbone's own preprocessing (mean/std), as timm resolves it."""

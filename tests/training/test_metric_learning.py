@@ -260,7 +260,7 @@ def test_unknown_names_list_the_choices():
     with pytest.raises(UnknownNameError, match="semihard"):
         create_miner("semi-hard")
     with pytest.raises(UnknownNameError, match="contrastive"):
-        LOSSES.create("arcface")
+        LOSSES.create("sphereface")
 
 
 @pytest.mark.parametrize("name", DISTANCES)

@@ -109,7 +109,8 @@ def test_same_seed_same_model(tmp_path, two_class_folder):
 
 
 @pytest.mark.slow
-def test_ddp_with_torchrun_on_two_cpu_processes(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--loss", "proxy_anchor", "--gather-batches"]], ids=["local", "gathered"])
+def test_ddp_with_torchrun_on_two_cpu_processes(tmp_path, extra):
     data = tmp_path / "data"
     for label in range(8):
         for n in range(3):
@@ -126,7 +127,7 @@ def test_ddp_with_torchrun_on_two_cpu_processes(tmp_path):
             "29517",
             "-m",
             "lookalike.cli",
-            *tiny_run_args(data, tmp_path / "ddp", "--epochs", "1", "--device", "cpu"),
+            *tiny_run_args(data, tmp_path / "ddp", "--epochs", "1", "--device", "cpu", *extra),
         ],
         cwd=ROOT,
         capture_output=True,
@@ -136,6 +137,31 @@ def test_ddp_with_torchrun_on_two_cpu_processes(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert read_spec(tmp_path / "ddp" / "bundle").data["train_classes"] == 4
+
+
+@pytest.mark.slow
+def test_proxies_train_at_their_own_rate_resume_and_stay_out_of_the_bundle(tmp_path):
+    data = tmp_path / "data"
+    for label in range(6):
+        for n in range(3):
+            write_image(data / f"c{label}" / f"{n}.png", (40 * label, 100, 30), seed=n)
+    out = tmp_path / "run"
+    first = run_cli(*tiny_run_args(data, out, "--epochs", "1", "--loss", "proxy_anchor", "--loss-lr", "0.01"))
+    assert first.returncode == 0, first.stderr
+    state = torch.load(out / "last.pt")
+    proxies = state["criterion"]["loss.weight"]
+    n_classes = read_spec(out / "bundle").data["train_classes"]
+    assert proxies.shape == (n_classes, 16)  # one per training class, of the embedding size
+    assert [g["initial_lr"] for g in state["optimizer"]["param_groups"]] == [pytest.approx(3e-3), 0.01]
+    resumed = run_cli(
+        *tiny_run_args(data, out, "--epochs", "2", "--loss", "proxy_anchor", "--loss-lr", "0.01", "--resume")
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    after = torch.load(out / "last.pt")["criterion"]["loss.weight"]
+    # Resumed from the saved proxies (a fresh random start would sit far from them), then trained on.
+    assert 0 < (after - proxies).norm() < 0.5 * proxies.norm()
+    program = torch.export.load(out / "bundle" / "encoder.pt2")
+    assert all(tuple(v.shape) != (n_classes, 16) for v in program.state_dict.values())
 
 
 @pytest.mark.slow

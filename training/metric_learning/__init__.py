@@ -4,7 +4,9 @@
 - `synthesis`: Symmetrical Synthesis, which grows the pool of reference points.
 - `pool`: the points a miner searches (the batch, then any synthetic points).
 - `miners`: pick (anchor, positive, negative) index triplets from a batch and a pool.
-- `losses`: score what was mined; every loss is called as `loss(embeddings, labels, mined, pool)`.
+- `losses`: score what was mined; every loss is called as `loss(embeddings, labels, mined, pool)`;
+  `npair` (N-pair, angular: one pair per class) and `proxies` (Proxy-Anchor, Proxy-NCA, ArcFace,
+  CosFace: learned class vectors) add to the same `LOSSES` registry.
 - `criterion`: glues them together behind one `criterion(embeddings, labels)` call.
 
 Each kind has a registry (`DISTANCES`, `MINERS`, `LOSSES`): a name in a config picks the class.
@@ -15,6 +17,7 @@ from lookalike.training.metric_learning.distances import DISTANCES, Distance, cr
 from lookalike.training.metric_learning.losses import (
     LOSSES,
     ContrastiveLoss,
+    LiftedStructureLoss,
     MetricLoss,
     MultiSimilarityLoss,
     TripletMarginLoss,
@@ -29,23 +32,40 @@ from lookalike.training.metric_learning.miners import (
     Triplets,
     create_miner,
 )
+from lookalike.training.metric_learning.npair import AngularLoss, NPairAngularLoss, NPairLoss
 from lookalike.training.metric_learning.pool import Pool
+from lookalike.training.metric_learning.proxies import (
+    ArcFaceLoss,
+    CosFaceLoss,
+    ProxyAnchorLoss,
+    ProxyLoss,
+    ProxyNCALoss,
+)
 from lookalike.training.metric_learning.synthesis import reflect, symmetrical_synthesis
 
 __all__ = [
     "DISTANCES",
     "LOSSES",
     "MINERS",
+    "AngularLoss",
+    "ArcFaceLoss",
     "BatchAllMiner",
     "BatchHardMiner",
     "ContrastiveLoss",
+    "CosFaceLoss",
     "Distance",
+    "LiftedStructureLoss",
     "MetricCriterion",
     "MetricLoss",
     "Miner",
     "MultiSimilarityLoss",
     "MultiSimilarityMiner",
+    "NPairAngularLoss",
+    "NPairLoss",
     "Pool",
+    "ProxyAnchorLoss",
+    "ProxyLoss",
+    "ProxyNCALoss",
     "SemiHardMiner",
     "TripletMarginLoss",
     "Triplets",

@@ -3,9 +3,16 @@
 `mined` comes from a miner (None means: every valid tuple); `pool` holds the reference points
 the mined indices point into (None means: the batch itself). Keeping the pool explicit is what
 lets Symmetrical Synthesis plug into any pair-based loss: synthesis only grows the pool.
+
+This module holds the base class and the losses that score (anchor, pool point) pairs: triplet,
+contrastive, multi-similarity, lifted structured. `npair` holds the losses over one pair per
+class (N-pair, angular), `proxies` those over learned class vectors (Proxy-Anchor, Proxy-NCA,
+ArcFace, CosFace).
 """
 
 from __future__ import annotations
+
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -31,7 +38,27 @@ def mean_of_positive(values: Tensor, anchor: Tensor) -> Tensor:
     return values[positive].mean()
 
 
+SynthesisMode = Literal["pool", "pairings", "none"]
+
+
 class MetricLoss(torch.nn.Module):
+    """Base of every loss. The class attributes tell `create_criterion` how to wire the loss:
+
+    - `default_miner`: the miner `--miner auto` picks (the measured or the paper's choice);
+    - `synthesis`: "pool" (the miner searches real + synthetic points), "pairings" (the loss
+      mirrors its own pairs, as the authors' N-pair and angular code), "none" (no pairs to mirror:
+      asking for synthesis is an error);
+    - `unit_embeddings`: False when the loss wants the network's raw output (N-pair's L2 penalty
+      on the embedding norms has nothing to act on once they are unit length);
+    - `param_lr_scale`: for losses with parameters (proxies, class weights), their learning rate
+      as a multiple of the network's; None for a loss without parameters.
+    """
+
+    default_miner: ClassVar[str | None] = None
+    synthesis: ClassVar[SynthesisMode] = "pool"
+    unit_embeddings: ClassVar[bool] = True
+    param_lr_scale: ClassVar[float | None] = None
+
     def __init__(self, distance: str | Distance = "euclidean") -> None:
         super().__init__()
         self.distance = create_distance(distance) if isinstance(distance, str) else distance
@@ -62,7 +89,12 @@ class MetricLoss(torch.nn.Module):
 
 @LOSSES.register("triplet")
 class TripletMarginLoss(MetricLoss):
-    """max(0, d(a, p) - d(a, n) + margin), averaged over the triplets with positive loss."""
+    """max(0, d(a, p) - d(a, n) + margin), averaged over the triplets with positive loss.
+
+    `--miner auto` is batch-hard: the best miner for it in the 3-seed Cars and LFW runs.
+    """
+
+    default_miner = "batch_hard"
 
     def __init__(self, margin: float = 0.2, distance: str | Distance = "euclidean") -> None:
         super().__init__(distance)
@@ -85,6 +117,8 @@ class ContrastiveLoss(MetricLoss):
     positives does not drown the positive term.
     """
 
+    default_miner = "batch_hard"
+
     def __init__(
         self, pos_margin: float = 0.0, neg_margin: float = 1.0, distance: str | Distance = "euclidean"
     ) -> None:
@@ -101,6 +135,15 @@ class ContrastiveLoss(MetricLoss):
         pos_loss = torch.relu(d_pos - self.pos_margin)
         neg_loss = torch.relu(self.neg_margin - d_neg)
         return mean_of_positive(pos_loss, embeddings) + mean_of_positive(neg_loss, embeddings)
+
+
+def pair_masks(shape: tuple[int, int], mined: Triplets, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Boolean [N, M] masks of the mined (anchor, positive) and (anchor, negative) pairs."""
+    pos = torch.zeros(shape, dtype=torch.bool, device=device)
+    neg = torch.zeros_like(pos)
+    pos[mined.anchor, mined.positive] = True
+    neg[mined.anchor, mined.negative] = True
+    return pos, neg
 
 
 def log_one_plus_sum_exp(x: Tensor, keep: Tensor) -> Tensor:
@@ -124,16 +167,49 @@ class MultiSimilarityLoss(MetricLoss):
     pairs count, exactly as for the contrastive loss.
     """
 
+    default_miner = "multi_similarity"
+
     def __init__(self, alpha: float = 2.0, beta: float = 50.0, base: float = 0.5) -> None:
         super().__init__("cosine")
         self.alpha, self.beta, self.base = alpha, beta, base
 
     def compute(self, embeddings: Tensor, pool: Pool, mined: Triplets) -> Tensor:
         similarity = 1.0 - self.distance(embeddings, pool.embeddings)
-        pos = torch.zeros(similarity.shape, dtype=torch.bool, device=similarity.device)
-        neg = torch.zeros_like(pos)
-        pos[mined.anchor, mined.positive] = True
-        neg[mined.anchor, mined.negative] = True
+        pos, neg = pair_masks(similarity.shape, mined, similarity.device)
         pull = log_one_plus_sum_exp(-self.alpha * (similarity - self.base), pos) / self.alpha
         push = log_one_plus_sum_exp(self.beta * (similarity - self.base), neg) / self.beta
         return (pull + push).mean()
+
+
+@LOSSES.register("lifted")
+class LiftedStructureLoss(MetricLoss):
+    """Oh Song et al. (CVPR 2016), the smooth form of their eq. 4, for each positive pair (i, j):
+
+        J_ij = log( sum_{(i,k) neg} exp(margin - D_ik) + sum_{(j,l) neg} exp(margin - D_jl) ) + D_ij
+        L = 1 / (2 |P|) sum_{(i,j) in P} max(0, J_ij)^2
+
+    Each ordered mined pair (i, j) contributes J_ij^2 / 2, so with every pair in both orders
+    (no miner) the mean is the paper's 1/(2|P|) sum over unordered pairs, as in
+    pytorch-metric-learning's LiftedStructureLoss. The negatives of i and of j are those mined
+    for each as an anchor, over the pool: with synthesis, a class's mirrored points join its
+    negatives' sums (the paper's Table 2 applies synthesis to this loss). The log-sum-exp of each
+    anchor's negatives is computed once per anchor and combined per pair with `logaddexp`, so the
+    cost is one [N, M] distance matrix, not a [pairs, 2M] one.
+    """
+
+    def __init__(self, margin: float = 1.0, distance: str | Distance = "euclidean") -> None:
+        super().__init__(distance)
+        self.margin = margin
+
+    def compute(self, embeddings: Tensor, pool: Pool, mined: Triplets) -> Tensor:
+        if mined.anchor.numel() == 0:
+            return embeddings.sum() * 0.0
+        dist = self.distance(embeddings, pool.embeddings)
+        _, neg = pair_masks(dist.shape, mined, dist.device)
+        # The positive pool index is a real point, i.e. a batch row, whose own negatives we have.
+        negatives = torch.logsumexp((self.margin - dist).masked_fill(~neg, float("-inf")), dim=1)
+        n_pool = pool.labels.shape[0]
+        pairs = torch.unique(mined.anchor * n_pool + mined.positive)
+        i, j = pairs // n_pool, pairs % n_pool
+        lifted = torch.logaddexp(negatives[i], negatives[j]) + dist[i, j]
+        return 0.5 * (torch.relu(lifted) ** 2).mean()

@@ -1,0 +1,155 @@
+"""Losses over one (anchor, positive) pair per class: N-pair and angular, as softmax cross-entropy.
+
+Both score a batch of N pairs of N different classes with an [N, N] logit matrix whose diagonal
+holds each pair's own score and whose row i holds anchor i against the other classes; the loss
+is the cross-entropy of each row with its diagonal. The pairs come from the mined tuples as in
+pytorch-metric-learning's NPairsLoss: each mined (anchor, positive), the first per anchor label
+(with no miner: every class's first two images).
+
+Symmetrical Synthesis works on these losses through the pairs themselves, as in the authors' code
+(clovaai/symmetrical-synthesis, `losses.py`): each class has four points, its anchor A, positive
+P and their mirrors S1 = reflect(P about A), S2 = reflect(A about P); one logit matrix is made for
+each pairing of two of those point sets, and the logit for (i, j) is their element-wise maximum,
+i.e. the hardest of the pairings. A synthetic point may be on either side of a pair (the "anchor"
+row of the (S1, S2) pairing is synthetic): what is mined is the hardest *pair* between two
+classes' points, which the paper's "hard negative pair mining" names.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from itertools import combinations, permutations
+
+import torch
+from torch import Tensor
+
+from lookalike.training.metric_learning.losses import LOSSES, MetricLoss
+from lookalike.training.metric_learning.miners import BatchAllMiner, Triplets
+from lookalike.training.metric_learning.pool import Pool
+from lookalike.training.metric_learning.synthesis import reflect
+
+Logits = Callable[[Tensor, Tensor], Tensor]
+Pairings = tuple[tuple[int, int], ...]
+#: (A, P, S1, S2) = (0, 1, 2, 3). Dot products: (Y, X) is the transpose of (X, Y), so the 6 unordered
+#: pairs cover every type of pair in one orientation; the angular logit is not symmetric: all 12.
+UNORDERED: Pairings = tuple(combinations(range(4), 2))
+ORDERED: Pairings = tuple(permutations(range(4), 2))
+
+
+def dot(x: Tensor, y: Tensor) -> Tensor:
+    return x @ y.T
+
+
+def one_pair_per_label(labels: Tensor, mined: Triplets) -> tuple[Tensor, Tensor]:
+    """The first mined (anchor, positive) of each anchor label, ordered by label."""
+    anchor_labels = labels[mined.anchor]
+    unique, inverse = torch.unique(anchor_labels, return_inverse=True)
+    order = torch.arange(inverse.shape[0], device=labels.device)
+    first = torch.full_like(unique, inverse.shape[0]).scatter_reduce(0, inverse, order, "amin")
+    return mined.anchor[first], mined.positive[first]
+
+
+class PairSetLoss(MetricLoss):
+    """Base of the losses over one pair per class; subclasses give the logits of a pairing."""
+
+    synthesis = "pairings"
+
+    def __init__(self, synthesis: bool = False) -> None:
+        super().__init__("cosine")
+        self.synthesize = synthesis
+
+    def forward(
+        self, embeddings: Tensor, labels: Tensor, mined: Triplets | None = None, pool: Pool | None = None
+    ) -> Tensor:
+        if pool is not None and pool.n_real != pool.labels.shape[0]:
+            raise ValueError(f"{type(self).__name__} mirrors its own pairs: give it the batch, not a synthetic pool")
+        if mined is None:
+            mined = BatchAllMiner(margin=None)(embeddings, labels)
+        a, p = one_pair_per_label(labels, mined)
+        if a.numel() < 2:  # one class: nothing to contrast, a zero that still backpropagates
+            return embeddings.sum() * 0.0
+        return self.compute_pairs(embeddings[a], embeddings[p])
+
+    def compute_pairs(self, anchors: Tensor, positives: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def hardest_logits(self, anchors: Tensor, positives: Tensor, logits: Logits, pairings: Pairings) -> Tensor:
+        """`logits(A, P)`, or with synthesis the element-wise max of `logits(X, Y)` over the pairings
+        of the point sets (A, P, S1, S2), given by index."""
+        if not self.synthesize:
+            return logits(anchors, positives)
+        points = (anchors, positives, reflect(positives, anchors), reflect(anchors, positives))
+        return torch.stack([logits(points[x], points[y]) for x, y in pairings]).amax(0)
+
+
+def cross_entropy_with_diagonal(logits: Tensor) -> Tensor:
+    return torch.nn.functional.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
+
+
+@LOSSES.register("n_pair")
+class NPairLoss(PairSetLoss):
+    """Sohn (NeurIPS 2016), multi-class N-pair: for N pairs (x_i, x_i+) of N classes,
+
+        L = 1/N sum_i log(1 + sum_{j != i} exp(x_i . x_j+ - x_i . x_i+)) + l2_reg / 4 (|x|^2 + |x+|^2)
+
+    (the penalty averaged over anchors and positives, as TensorFlow's `npairs_loss` the authors'
+    code calls, with its 0.002). The similarity is the plain dot product of the network's raw,
+    unnormalised output, as in the paper: the penalty keeps the norms, which act as the softmax
+    temperature, from growing without bound. With synthesis the pairings are the 6 unordered pairs
+    of (A, P, S1, S2), as the authors' code (`UNORDERED`).
+    """
+
+    unit_embeddings = False
+
+    def __init__(self, l2_reg: float = 0.002, synthesis: bool = False) -> None:
+        super().__init__(synthesis)
+        self.l2_reg = l2_reg
+
+    def compute_pairs(self, anchors: Tensor, positives: Tensor) -> Tensor:
+        logits = self.hardest_logits(anchors, positives, dot, UNORDERED)
+        penalty = 0.25 * self.l2_reg * ((anchors**2).sum(1).mean() + (positives**2).sum(1).mean())
+        return cross_entropy_with_diagonal(logits) + penalty
+
+
+@LOSSES.register("angular")
+class AngularLoss(PairSetLoss):
+    """Wang et al. (ICCV 2017), the N-pair form (their eq. 8) on unit embeddings, angle `alpha`:
+
+        f_{a,p,n} = 4 tan^2(alpha) (x_a + x_p) . x_n - 2 (1 + tan^2(alpha)) x_a . x_p
+        L = 1/N sum_a log(1 + sum_n exp(f_{a,p,n}))
+
+    with the other classes' positives as the negatives, written as cross-entropy over logits
+    4 tan^2(alpha) (x_a + x_p) . x_n off the diagonal and 2 (1 + tan^2(alpha)) x_a . x_p on it
+    (the same f after subtracting the diagonal). This differs from pytorch-metric-learning's
+    AngularLoss, which takes every positive pair and every other-class image of the batch as a
+    negative. With synthesis the pairings are all 12 ordered pairs of (A, P, S1, S2), as the
+    authors' code (`ORDERED`): f is not symmetric in its two points, so both orders count.
+    """
+
+    def __init__(self, alpha: float = 45.0, synthesis: bool = False) -> None:
+        super().__init__(synthesis)
+        self.alpha = alpha
+        self.sq_tan = math.tan(math.radians(alpha)) ** 2
+
+    def angular_logits(self, anchors: Tensor, positives: Tensor) -> Tensor:
+        off = 4.0 * self.sq_tan * (anchors + positives) @ positives.T
+        own = 2.0 * (1.0 + self.sq_tan) * (anchors * positives).sum(1)
+        return off.diagonal_scatter(own)
+
+    def compute_pairs(self, anchors: Tensor, positives: Tensor) -> Tensor:
+        return cross_entropy_with_diagonal(self.hardest_logits(anchors, positives, self.angular_logits, ORDERED))
+
+
+@LOSSES.register("npair_angular")
+class NPairAngularLoss(AngularLoss):
+    """Wang et al.'s mixed objective (their eq. 9): L = L_npair + lam * L_angular, lam = 2 in the
+    paper, both on unit embeddings (an L2 penalty has nothing to act on there, so none is added)."""
+
+    def __init__(self, alpha: float = 45.0, lam: float = 2.0, synthesis: bool = False) -> None:
+        super().__init__(alpha, synthesis)
+        self.lam = lam
+
+    def compute_pairs(self, anchors: Tensor, positives: Tensor) -> Tensor:
+        npair = self.hardest_logits(anchors, positives, dot, UNORDERED)
+        return cross_entropy_with_diagonal(npair) + self.lam * super().compute_pairs(anchors, positives)
