@@ -37,6 +37,7 @@ from lookalike.training import (
     train,
     verification_metrics,
 )
+from lookalike.training.metric_learning.proxies import PROXY_LOSSES
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -52,7 +53,6 @@ DATASETS = {
     "lfw": {"folder": "lfw", "split": "hash", "train_fraction": 0.5, "crop_fraction": 0.44, "pairs": "pairs.txt"},
     "att": {"folder": "att_faces", "split": "sorted", "train_fraction": 0.75, "crop_fraction": 1.0},
 }
-PROXY_LOSSES = ("proxy_anchor", "proxy_nca", "arcface", "cosface")
 METHODS = {
     "semihard": {"loss": "triplet", "miner": "semihard", "synthesis": False},
     "semihard+synthesis": {"loss": "triplet", "miner": "semihard", "synthesis": True},

@@ -1,35 +1,79 @@
-"""Forward+backward time of the semi-hard triplet loss: ours (with/without synthesis) vs
-pytorch-metric-learning's TripletMarginMiner("semihard") + TripletMarginLoss, and vs a dense
-batch-hard loss; and of the multi-similarity miner + loss, ours vs pytorch-metric-learning's.
-All on the same P x K batches (K = 4), measured in one run.
+"""Forward+backward time of every loss, ours with and without Symmetrical Synthesis, against
+pytorch-metric-learning's equivalent (miner + loss, same hyper-parameters), on the same P x K
+batches (K = 4) of random D-dimensional embeddings, measured in one run.
 
-    python -m bench.losses [--sizes 128 256 512 1024] [--dim 512] [--device cpu|cuda] [--json]
+    python -m bench.losses [--sizes 128 256 512 1024] [--dim 512] [--device cpu|cuda] [--amp] [--json]
+
+Columns: `synth/plain` is the cost of synthesis (goal <= 1.5), `pml/ours` how many times faster
+than PML we are (goal >= 1). PML has no synthesis, and no N-pair + angular mix; its AngularLoss
+takes every positive pair (ours: one pair per class, the paper's N-pair form), so that row
+compares different amounts of work, and says so. PML's LiftedStructureLoss builds a
+[positive pairs x negative pairs] matrix (about 12 GB at batch 1024, K = 4), so it runs only up
+to `PML_MAX_BATCH`: the dash above that is PML running out of memory, not a missing peer.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 
 import torch
 
 from bench.table import median_seconds, print_rows
 from lookalike.training.metric_learning import create_criterion
+from lookalike.training.metric_learning.proxies import PROXY_LOSSES
+
+Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+#: loss name -> (our miner, PML miner and its arguments or None, PML loss and its arguments)
+CASES: dict[str, tuple[str | None, tuple[str, dict] | None, tuple[str, dict] | None]] = {
+    "triplet/semihard": (
+        "semihard",
+        ("TripletMarginMiner", {"margin": 0.2, "type_of_triplets": "semihard"}),
+        ("TripletMarginLoss", {"margin": 0.2}),
+    ),
+    "triplet/batch_hard": ("batch_hard", ("BatchHardMiner", {}), ("TripletMarginLoss", {"margin": 0.2})),
+    "contrastive": ("batch_hard", ("BatchHardMiner", {}), ("ContrastiveLoss", {"pos_margin": 0.0, "neg_margin": 1.0})),
+    "multi_similarity": (
+        "multi_similarity",
+        ("MultiSimilarityMiner", {"epsilon": 0.1}),
+        ("MultiSimilarityLoss", {"alpha": 2, "beta": 50, "base": 0.5}),
+    ),
+    "lifted": (None, None, ("LiftedStructureLoss", {"neg_margin": 1.0, "pos_margin": 0.0})),
+    "n_pair": (None, None, ("NPairsLoss", {})),
+    "angular": (None, None, ("AngularLoss", {"alpha": 45})),
+    "npair_angular": (None, None, None),
+    "proxy_anchor": (None, None, ("ProxyAnchorLoss", {"margin": 0.1, "alpha": 32})),
+    "proxy_nca": (None, None, ("ProxyNCALoss", {"softmax_scale": 9.0})),
+    "arcface": (None, None, ("ArcFaceLoss", {"margin": 28.65, "scale": 64})),
+    "cosface": (None, None, ("CosFaceLoss", {"margin": 0.35, "scale": 64})),
+}
 
 
-def dense_batch_hard(embeddings: torch.Tensor, labels: torch.Tensor, margin: float = 0.2) -> torch.Tensor:
-    """The cheapest useful triplet loss: one distance matrix, a masked max and min per row."""
-    dist = torch.cdist(embeddings, embeddings)
-    same = labels[:, None] == labels[None, :]
-    hardest_pos = dist.masked_fill(~same, 0).max(1).values
-    hardest_neg = dist.masked_fill(same, float("inf")).min(1).values
-    return torch.relu(hardest_pos - hardest_neg + margin).mean()
+PML_MAX_BATCH = {"lifted": 256}
 
 
-def make_pml(miner_name: str, loss_name: str, **miner_kwargs: object):
+def ours(case: str, synthesis: bool, n_classes: int, dim: int, device: torch.device) -> Criterion:
+    criterion = create_criterion(
+        case.split("/")[0], CASES[case][0], synthesis, num_classes=n_classes, embedding_size=dim
+    )
+    return criterion.to(device)
+
+
+def pml(case: str, n_classes: int, dim: int, device: torch.device) -> Criterion | None:
+    _, miner_spec, loss_spec = CASES[case]
+    if loss_spec is None:
+        return None
     from pytorch_metric_learning import losses, miners
 
-    miner = getattr(miners, miner_name)(**miner_kwargs)
-    loss = getattr(losses, loss_name)()
+    name, kwargs = loss_spec
+    if case in PROXY_LOSSES:
+        kwargs = {"num_classes": n_classes, "embedding_size": dim, **kwargs}
+    loss = getattr(losses, name)(**kwargs).to(device)
+    if miner_spec is None:
+        return loss
+    miner = getattr(miners, miner_spec[0])(**miner_spec[1])
     return lambda e, y: loss(e, y, miner(e, y))
 
 
@@ -37,54 +81,55 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512, 1024])
     parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--losses", nargs="+", choices=list(CASES), default=list(CASES))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--amp", action="store_true", help="embeddings in bfloat16 autocast (CUDA)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     device = torch.device(args.device)
-    methods = {
-        "ours_semihard": create_criterion("triplet", "semihard", synthesis=False),
-        "ours_semihard_synth": create_criterion("triplet", "semihard", synthesis=True),
-        "pml_semihard": make_pml("TripletMarginMiner", "TripletMarginLoss", margin=0.2, type_of_triplets="semihard"),
-        "dense_batch_hard": dense_batch_hard,
-        "ours_multi_similarity": create_criterion("multi_similarity", "multi_similarity", synthesis=False),
-        "pml_multi_similarity": make_pml("MultiSimilarityMiner", "MultiSimilarityLoss", epsilon=0.1),
-    }
     rows = []
     for n in args.sizes:
         torch.manual_seed(n)
         raw = torch.randn(n, args.dim, device=device)
         labels = torch.arange(n // 4, device=device).repeat_interleave(4)
 
-        def step(fn, raw=raw, labels=labels):
-            def run():
+        def timed(fn: Criterion | None, raw=raw, labels=labels, n=n) -> float | None:
+            if fn is None:
+                return None
+
+            def run() -> None:
                 x = raw.clone().requires_grad_(True)
-                fn(torch.nn.functional.normalize(x, dim=1), labels).backward()
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
+                    embeddings = torch.nn.functional.normalize(x, dim=1)
+                fn(embeddings.float(), labels).backward()
                 if device.type == "cuda":
                     torch.cuda.synchronize()
 
-            return run
+            return 1000 * median_seconds(run, repeats=args.repeats if n <= 512 else 3)
 
-        ms = {
-            name: 1000 * median_seconds(step(fn), repeats=args.repeats if n <= 512 else 2)
-            for name, fn in methods.items()
-        }
-        rows.append(
-            {
-                "batch": n,
-                **{f"{k}_ms": v for k, v in ms.items()},
-                "pml/ours": ms["pml_semihard"] / ms["ours_semihard"],
-                "pml/ours_synth": ms["pml_semihard"] / ms["ours_semihard_synth"],
-                "ours/batch_hard": ms["ours_semihard"] / ms["dense_batch_hard"],
-                "ours_synth/batch_hard": ms["ours_semihard_synth"] / ms["dense_batch_hard"],
-                "pml/ours_ms": ms["pml_multi_similarity"] / ms["ours_multi_similarity"],
-            }
-        )
+        for case in args.losses:
+            plain = timed(ours(case, False, n // 4, args.dim, device))
+            synth = None if case in PROXY_LOSSES else timed(ours(case, True, n // 4, args.dim, device))
+            too_big = n > PML_MAX_BATCH.get(case, n)
+            theirs = None if too_big else timed(pml(case, n // 4, args.dim, device))
+            print(f"batch {n} {case}: ours {plain:.1f} ms", file=sys.stderr, flush=True)
+            rows.append(
+                {
+                    "loss": case,
+                    "batch": n,
+                    "ours_ms": plain,
+                    "ours_synth_ms": synth,
+                    "pml_ms": theirs,
+                    "synth/plain": synth / plain if synth else None,
+                    "pml/ours": theirs / plain if theirs else None,
+                }
+            )
     print_rows(
         rows,
         args.json,
-        f"semi-hard triplet and multi-similarity losses, forward+backward, dim {args.dim}, K=4, on {device} "
-        f"({torch.get_num_threads()} threads)",
+        f"losses, forward+backward, dim {args.dim}, K=4, on {device} ({torch.get_num_threads()} threads)"
+        + (", bf16 autocast" if args.amp else ""),
     )
 
 

@@ -21,6 +21,8 @@ def print_rows(rows: list[dict], as_json: bool, title: str) -> None:
 
 
 def fmt(value) -> str:
+    if value is None:  # not applicable (e.g. a peer without that variant)
+        return "-"
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
     return str(value)

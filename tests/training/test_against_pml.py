@@ -65,13 +65,13 @@ def test_multi_similarity_miner_and_loss_match_pml(seed):
     x = x + x[labels * 4]  # pull classes together until some anchors, not all, have mined pairs
     a1, p, a2, n = pml_miners.MultiSimilarityMiner(epsilon=0.1)(x, labels)
     ours = MultiSimilarityMiner(epsilon=0.1)(x, labels)
-    assert set(zip(a1.tolist(), p.tolist(), strict=True)) == set(
-        zip(ours.anchor.tolist(), ours.positive.tolist(), strict=True)
-    )
-    assert set(zip(a2.tolist(), n.tolist(), strict=True)) == set(
-        zip(ours.anchor.tolist(), ours.negative.tolist(), strict=True)
-    )
-    assert 0 < len(ours.anchor.unique()) < len(x), "some anchors, not all, should have mined pairs"
+
+    def pairs(mask):
+        return set(zip(*(t.tolist() for t in mask.nonzero(as_tuple=True)), strict=True))
+
+    assert set(zip(a1.tolist(), p.tolist(), strict=True)) == pairs(ours.positive)
+    assert set(zip(a2.tolist(), n.tolist(), strict=True)) == pairs(ours.negative)
+    assert 0 < int(ours.positive.any(1).sum()) < len(x), "some anchors, not all, should have mined pairs"
     x_pml, x_ours = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     theirs = pml_losses.MultiSimilarityLoss(alpha=2, beta=50, base=0.5)(x_pml, labels, (a1, p, a2, n))
     mine = MultiSimilarityLoss(alpha=2, beta=50, base=0.5)(x_ours, labels, ours)

@@ -17,6 +17,7 @@ from lookalike.training.metric_learning.miners import (
     BatchHardMiner,
     SemiHardMiner,
     Triplets,
+    as_triplets,
     create_miner,
 )
 from lookalike.training.metric_learning.pool import Pool
@@ -154,10 +155,11 @@ def test_multi_similarity_loss_matches_reference_over_any_pool(miner, with_synth
     x_fast, x_ref = x0.clone().requires_grad_(True), x0.clone().requires_grad_(True)
     build = symmetrical_synthesis if with_synthesis else Pool.of_batch
     pool_fast, pool_ref = build(x_fast, labels), build(x_ref, labels)
-    mined = create_miner(miner)(x_fast, labels, pool_fast)
-    assert len(mined.anchor) > 0
+    mined = create_miner(miner)(x_fast, labels, pool_fast)  # Pairs from the MS miner, else Triplets
+    triplets = as_triplets(mined)
+    assert len(triplets.anchor) > 0
     fast = LOSSES.create("multi_similarity", alpha=2.0, beta=10.0, base=0.3)(x_fast, labels, mined, pool_fast)
-    ref = ref_multi_similarity_loss(x_ref, pool_ref.embeddings, sorted(as_set(mined)), 2.0, 10.0, 0.3)
+    ref = ref_multi_similarity_loss(x_ref, pool_ref.embeddings, sorted(as_set(triplets)), 2.0, 10.0, 0.3)
     torch.testing.assert_close(fast, ref)
     fast.backward()
     ref.backward()
@@ -303,3 +305,21 @@ def test_arguments_reach_every_piece_that_takes_them():
     assert (own.loss.alpha, own.loss.beta, own.loss.base, own.miner.epsilon) == (3.0, 40.0, 0.5, 0.2)
     partly = create_criterion("triplet", "batch_hard", synthesis=False, margin=0.5)  # the miner takes no margin
     assert partly.loss.margin == 0.5
+
+
+@pytest.mark.parametrize("name", DISTANCES)
+def test_pool_distances_from_the_gram_matrix_equal_the_direct_ones(name):
+    """The synthetic columns come from the batch's Gram matrix; they must equal the distances to the
+    materialised mirrors, in value and gradient, also for embeddings that are not unit length.
+    (Mutation tried: the reflection's coefficient without the 1/|a|^2 -> fails off the unit sphere.)"""
+    x0, labels = batch(2)
+    x0 = x0 * torch.linspace(0.5, 2.0, len(x0))[:, None]
+    x_gram, x_direct = x0.clone().requires_grad_(True), x0.clone().requires_grad_(True)
+    distance = create_distance(name)
+    fast = symmetrical_synthesis(x_gram, labels).distances(distance, x_gram)
+    direct = distance(x_direct, symmetrical_synthesis(x_direct, labels).embeddings)
+    torch.testing.assert_close(fast, direct, atol=1e-5, rtol=1e-4)
+    weights = torch.rand(fast.shape, generator=torch.Generator().manual_seed(0))
+    (fast * weights).sum().backward()
+    (direct * weights).sum().backward()
+    torch.testing.assert_close(x_gram.grad, x_direct.grad, atol=1e-4, rtol=1e-3)

@@ -17,9 +17,18 @@ DISTANCES: Registry[Distance] = Registry("distance")
 
 
 class Distance:
-    """Callable `(x[N, D], y[M, D]) -> [N, M]` dissimilarity matrix; `paired` for matching rows."""
+    """Callable `(x[N, D], y[M, D]) -> [N, M]` dissimilarity matrix; `paired` for matching rows.
+
+    Every matrix is computed from inner products and squared norms (`from_gram`), which is one
+    matmul instead of an [N, M, D] difference tensor, and lets a pool of synthetic points get its
+    distances from the batch's own Gram matrix without another matmul (`Pool.distances`).
+    """
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.from_gram(x @ y.T, (x * x).sum(1), (y * y).sum(1))
+
+    def from_gram(self, gram: Tensor, sq_x: Tensor, sq_y: Tensor) -> Tensor:
+        """The [N, M] matrix from inner products x_i . y_j and squared norms |x_i|^2, |y_j|^2."""
         raise NotImplementedError
 
     def paired(self, x: Tensor, y: Tensor) -> Tensor:
@@ -32,10 +41,9 @@ class Distance:
 class CosineDistance(Distance):
     """1 - cos(x, y): blind to the norms, so it also ranks embeddings that are not unit length."""
 
-    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
-        x = torch.nn.functional.normalize(x, dim=1)
-        y = torch.nn.functional.normalize(y, dim=1)
-        return 1.0 - x @ y.T
+    def from_gram(self, gram: Tensor, sq_x: Tensor, sq_y: Tensor) -> Tensor:
+        norms = sq_x.clamp_min(1e-24).sqrt()[:, None] * sq_y.clamp_min(1e-24).sqrt()[None, :]
+        return 1.0 - gram / norms
 
     def paired(self, x: Tensor, y: Tensor) -> Tensor:
         return 1.0 - torch.nn.functional.cosine_similarity(x, y, dim=1, eps=1e-12)
@@ -45,11 +53,9 @@ class CosineDistance(Distance):
 class SquaredEuclideanDistance(Distance):
     """|x - y|^2; on unit embeddings 2 (1 - cos), so a margin here is twice a cosine margin."""
 
-    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
-        # |x|^2 + |y|^2 - 2 x.y is one matmul instead of an [N, M, D] difference tensor;
-        # clamp because rounding can push the exact zeros of identical rows below zero.
-        sq = (x * x).sum(1, keepdim=True) + (y * y).sum(1) - 2.0 * (x @ y.T)
-        return sq.clamp_min(0.0)
+    def from_gram(self, gram: Tensor, sq_x: Tensor, sq_y: Tensor) -> Tensor:
+        # Clamp: rounding can push the exact zeros of identical rows below zero.
+        return (sq_x[:, None] + sq_y[None, :] - 2.0 * gram).clamp_min(0.0)
 
     def paired(self, x: Tensor, y: Tensor) -> Tensor:
         return ((x - y) ** 2).sum(1)
@@ -59,9 +65,9 @@ class SquaredEuclideanDistance(Distance):
 class EuclideanDistance(SquaredEuclideanDistance):
     """|x - y|: the distance FaceNet's triplet margin (0.2) is stated in."""
 
-    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+    def from_gram(self, gram: Tensor, sq_x: Tensor, sq_y: Tensor) -> Tensor:
         # sqrt has an infinite slope at 0 (an anchor against itself): clamp, and report exact zeros.
-        return self._safe_sqrt(super().__call__(x, y))
+        return self._safe_sqrt(super().from_gram(gram, sq_x, sq_y))
 
     def paired(self, x: Tensor, y: Tensor) -> Tensor:
         return self._safe_sqrt(super().paired(x, y))

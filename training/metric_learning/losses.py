@@ -19,7 +19,7 @@ from torch import Tensor
 
 from lookalike.registry import Registry
 from lookalike.training.metric_learning.distances import Distance, create_distance
-from lookalike.training.metric_learning.miners import BatchAllMiner, Triplets
+from lookalike.training.metric_learning.miners import Mined, Pairs, as_pairs, as_triplets, label_masks
 from lookalike.training.metric_learning.pool import Pool
 
 LOSSES: Registry[MetricLoss] = Registry("loss")
@@ -67,19 +67,20 @@ class MetricLoss(torch.nn.Module):
         self,
         embeddings: Tensor,
         labels: Tensor,
-        mined: Triplets | None = None,
+        mined: Mined | None = None,
         pool: Pool | None = None,
     ) -> Tensor:
         pool = pool or Pool.of_batch(embeddings, labels)
-        if mined is None:
-            mined = BatchAllMiner(margin=None, distance=self.distance)(embeddings, labels, pool)
+        if mined is None:  # every valid tuple: the masks, which a triplet loss expands itself
+            mined = Pairs(*label_masks(labels, pool))
         return self.compute(embeddings, pool, mined)
 
-    def compute(self, embeddings: Tensor, pool: Pool, mined: Triplets) -> Tensor:
+    def compute(self, embeddings: Tensor, pool: Pool, mined: Mined) -> Tensor:
         raise NotImplementedError
 
-    def tuple_distances(self, embeddings: Tensor, pool: Pool, mined: Triplets) -> tuple[Tensor, Tensor]:
+    def tuple_distances(self, embeddings: Tensor, pool: Pool, mined: Mined) -> tuple[Tensor, Tensor]:
         """d(a, p) and d(a, n) for each mined triplet, computed only for the rows needed."""
+        mined = as_triplets(mined)
         anchors = embeddings[mined.anchor]
         return (
             self.distance.paired(anchors, pool.embeddings[mined.positive]),
@@ -100,7 +101,7 @@ class TripletMarginLoss(MetricLoss):
         super().__init__(distance)
         self.margin = margin
 
-    def compute(self, embeddings: Tensor, pool: Pool, mined: Triplets) -> Tensor:
+    def compute(self, embeddings: Tensor, pool: Pool, mined: Mined) -> Tensor:
         d_ap, d_an = self.tuple_distances(embeddings, pool, mined)
         return mean_of_positive(torch.relu(d_ap - d_an + self.margin), embeddings)
 
@@ -126,24 +127,14 @@ class ContrastiveLoss(MetricLoss):
         self.pos_margin = pos_margin
         self.neg_margin = neg_margin
 
-    def compute(self, embeddings: Tensor, pool: Pool, mined: Triplets) -> Tensor:
-        n_pool = pool.labels.shape[0]
-        pos = torch.unique(mined.anchor * n_pool + mined.positive)
-        neg = torch.unique(mined.anchor * n_pool + mined.negative)
-        d_pos = self.distance.paired(embeddings[pos // n_pool], pool.embeddings[pos % n_pool])
-        d_neg = self.distance.paired(embeddings[neg // n_pool], pool.embeddings[neg % n_pool])
+    def compute(self, embeddings: Tensor, pool: Pool, mined: Mined) -> Tensor:
+        pairs = as_pairs(mined, (embeddings.shape[0], pool.labels.shape[0]))
+        (a_pos, p), (a_neg, n) = pairs.positive.nonzero(as_tuple=True), pairs.negative.nonzero(as_tuple=True)
+        d_pos = self.distance.paired(embeddings[a_pos], pool.embeddings[p])
+        d_neg = self.distance.paired(embeddings[a_neg], pool.embeddings[n])
         pos_loss = torch.relu(d_pos - self.pos_margin)
         neg_loss = torch.relu(self.neg_margin - d_neg)
         return mean_of_positive(pos_loss, embeddings) + mean_of_positive(neg_loss, embeddings)
-
-
-def pair_masks(shape: tuple[int, int], mined: Triplets, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Boolean [N, M] masks of the mined (anchor, positive) and (anchor, negative) pairs."""
-    pos = torch.zeros(shape, dtype=torch.bool, device=device)
-    neg = torch.zeros_like(pos)
-    pos[mined.anchor, mined.positive] = True
-    neg[mined.anchor, mined.negative] = True
-    return pos, neg
 
 
 def log_one_plus_sum_exp(x: Tensor, keep: Tensor) -> Tensor:
@@ -173,9 +164,9 @@ class MultiSimilarityLoss(MetricLoss):
         super().__init__("cosine")
         self.alpha, self.beta, self.base = alpha, beta, base
 
-    def compute(self, embeddings: Tensor, pool: Pool, mined: Triplets) -> Tensor:
-        similarity = 1.0 - self.distance(embeddings, pool.embeddings)
-        pos, neg = pair_masks(similarity.shape, mined, similarity.device)
+    def compute(self, embeddings: Tensor, pool: Pool, mined: Mined) -> Tensor:
+        similarity = 1.0 - pool.distances(self.distance, embeddings)
+        pos, neg = as_pairs(mined, similarity.shape)
         pull = log_one_plus_sum_exp(-self.alpha * (similarity - self.base), pos) / self.alpha
         push = log_one_plus_sum_exp(self.beta * (similarity - self.base), neg) / self.beta
         return (pull + push).mean()
@@ -201,15 +192,12 @@ class LiftedStructureLoss(MetricLoss):
         super().__init__(distance)
         self.margin = margin
 
-    def compute(self, embeddings: Tensor, pool: Pool, mined: Triplets) -> Tensor:
-        if mined.anchor.numel() == 0:
+    def compute(self, embeddings: Tensor, pool: Pool, mined: Mined) -> Tensor:
+        dist = pool.distances(self.distance, embeddings)
+        pos, neg = as_pairs(mined, dist.shape)
+        i, j = pos.nonzero(as_tuple=True)  # j is a real pool point, i.e. a batch row with its own negatives
+        if i.numel() == 0:
             return embeddings.sum() * 0.0
-        dist = self.distance(embeddings, pool.embeddings)
-        _, neg = pair_masks(dist.shape, mined, dist.device)
-        # The positive pool index is a real point, i.e. a batch row, whose own negatives we have.
         negatives = torch.logsumexp((self.margin - dist).masked_fill(~neg, float("-inf")), dim=1)
-        n_pool = pool.labels.shape[0]
-        pairs = torch.unique(mined.anchor * n_pool + mined.positive)
-        i, j = pairs // n_pool, pairs % n_pool
         lifted = torch.logaddexp(negatives[i], negatives[j]) + dist[i, j]
         return 0.5 * (torch.relu(lifted) ** 2).mean()

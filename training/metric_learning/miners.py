@@ -1,10 +1,14 @@
-"""Miners: choose which (anchor, positive, negative) triplets a loss looks at.
+"""Miners: choose which tuples a loss looks at, as `Triplets` or as `Pairs`.
 
 All miners are vectorised over the batch: they work on the [N, M] distance matrix between the
 batch (N anchors) and the pool (M reference points, real then synthetic), never loop over
 anchors, and never build the [N, N, N] tensor of every triplet unless they must return every
 triplet (`batch_all`). Indices: `anchor` indexes the batch, `positive` and `negative` the pool.
 Positives are always real pool points (`Pool.n_real`), never the anchor itself.
+
+A pair miner (multi-similarity) returns `Pairs`, two [N, M] masks: as triplets its answer would
+be every kept positive of an anchor times every kept negative, far larger than the masks. A
+loss takes either kind (`as_pairs`, `as_triplets` convert).
 """
 
 from __future__ import annotations
@@ -27,6 +31,36 @@ class Triplets(NamedTuple):
     negative: Tensor
 
 
+class Pairs(NamedTuple):
+    """Boolean [N, M] masks of the (anchor, pool point) pairs that count as positive and negative."""
+
+    positive: Tensor
+    negative: Tensor
+
+
+Mined = Triplets | Pairs
+
+
+def as_pairs(mined: Mined, shape: tuple[int, int]) -> Pairs:
+    """The distinct (anchor, positive) and (anchor, negative) pairs of mined tuples, as masks."""
+    if isinstance(mined, Pairs):
+        return mined
+    pos = torch.zeros(shape, dtype=torch.bool, device=mined.anchor.device)
+    neg = torch.zeros_like(pos)
+    pos[mined.anchor, mined.positive] = True
+    neg[mined.anchor, mined.negative] = True
+    return Pairs(pos, neg)
+
+
+def as_triplets(mined: Mined) -> Triplets:
+    """Triplets as they are, or every (a, p, n) with (a, p) and (a, n) both kept pairs."""
+    if isinstance(mined, Triplets):
+        return mined
+    a, p = mined.positive.nonzero(as_tuple=True)
+    pair, n = mined.negative[a].nonzero(as_tuple=True)
+    return Triplets(a[pair], p[pair], n)
+
+
 def label_masks(labels: Tensor, pool: Pool) -> tuple[Tensor, Tensor]:
     """Boolean [N, M] masks of valid positives (real, same label, not self) and negatives."""
     same = labels[:, None] == pool.labels[None, :]
@@ -42,14 +76,14 @@ class Miner:
     def __init__(self, distance: str | Distance = "euclidean") -> None:
         self.distance = create_distance(distance) if isinstance(distance, str) else distance
 
-    def __call__(self, embeddings: Tensor, labels: Tensor, pool: Pool | None = None) -> Triplets:
+    def __call__(self, embeddings: Tensor, labels: Tensor, pool: Pool | None = None) -> Mined:
         pool = pool or Pool.of_batch(embeddings, labels)
         with torch.no_grad():  # mining chooses indices; gradients flow through the loss only
-            dist = self.distance(embeddings, pool.embeddings)
+            dist = pool.distances(self.distance, embeddings)
             pos, neg = label_masks(labels, pool)
             return self.mine(dist, pos, neg)
 
-    def mine(self, dist: Tensor, pos: Tensor, neg: Tensor) -> Triplets:
+    def mine(self, dist: Tensor, pos: Tensor, neg: Tensor) -> Mined:
         raise NotImplementedError
 
 
@@ -97,8 +131,7 @@ class BatchHardMiner(Miner):
 class BatchAllMiner(Miner):
     """Every triplet whose triplet loss is positive: d(a, p) - d(a, n) + margin > 0.
 
-    With `margin=None` every valid triplet is returned, which is what a loss uses when it is
-    given no miner.
+    With `margin=None` every valid triplet is returned.
     """
 
     def __init__(self, margin: float | None = 0.2, distance: str | Distance = "euclidean") -> None:
@@ -106,10 +139,10 @@ class BatchAllMiner(Miner):
         self.margin = margin
 
     def mine(self, dist: Tensor, pos: Tensor, neg: Tensor) -> Triplets:
+        if self.margin is None:
+            return as_triplets(Pairs(pos, neg))
         a, p = pos.nonzero(as_tuple=True)
-        valid = neg[a]
-        if self.margin is not None:
-            valid = valid & (dist[a, p, None] - dist[a] + self.margin > 0)
+        valid = neg[a] & (dist[a, p, None] - dist[a] + self.margin > 0)
         pair, n = valid.nonzero(as_tuple=True)
         return Triplets(a[pair], p[pair], n)
 
@@ -120,9 +153,7 @@ class MultiSimilarityMiner(Miner):
     counts if S_an + epsilon > the anchor's least similar positive, a positive counts if
     S_ap - epsilon < the anchor's most similar negative.
 
-    Returned as triplets, every kept positive of an anchor with every kept negative of it. No
-    pair is lost that way: an anchor with no kept negative has, by the two rules, no kept
-    positive either (and the other way round).
+    Returned as `Pairs` (the two masks), as pytorch-metric-learning returns pairs.
     """
 
     def __init__(self, epsilon: float = 0.1) -> None:
@@ -133,11 +164,7 @@ class MultiSimilarityMiner(Miner):
         # On d = 1 - S the rules read: d_an < farthest positive + eps, d_ap > nearest negative - eps.
         far_pos = dist.masked_fill(~pos, float("-inf")).max(dim=1, keepdim=True).values
         near_neg = dist.masked_fill(~neg, float("inf")).min(dim=1, keepdim=True).values
-        keep_pos = pos & (dist > near_neg - self.epsilon)
-        keep_neg = neg & (dist < far_pos + self.epsilon)
-        a, p = keep_pos.nonzero(as_tuple=True)
-        pair, n = keep_neg[a].nonzero(as_tuple=True)
-        return Triplets(a[pair], p[pair], n)
+        return Pairs(pos & (dist > near_neg - self.epsilon), neg & (dist < far_pos + self.epsilon))
 
 
 def create_miner(name: str, **kwargs: object) -> Miner:

@@ -20,16 +20,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from itertools import combinations, permutations
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from lookalike.training.metric_learning.losses import LOSSES, MetricLoss
-from lookalike.training.metric_learning.miners import BatchAllMiner, Triplets
+from lookalike.training.metric_learning.miners import Mined, Pairs, Triplets, label_masks
 from lookalike.training.metric_learning.pool import Pool
 from lookalike.training.metric_learning.synthesis import reflect
 
-Logits = Callable[[Tensor, Tensor], Tensor]
+Logits = Callable[[Any, int, int], Tensor]  # (gram: Tensor [k, k, n, n] or BlockGram, x, y) -> [n, n]
 Pairings = tuple[tuple[int, int], ...]
 #: (A, P, S1, S2) = (0, 1, 2, 3). Dot products: (Y, X) is the transpose of (X, Y), so the 6 unordered
 #: pairs cover every type of pair in one orientation; the angular logit is not symmetric: all 12.
@@ -37,17 +38,17 @@ UNORDERED: Pairings = tuple(combinations(range(4), 2))
 ORDERED: Pairings = tuple(permutations(range(4), 2))
 
 
-def dot(x: Tensor, y: Tensor) -> Tensor:
-    return x @ y.T
+def dot(gram: Tensor | BlockGram, x: int, y: int) -> Tensor:
+    return gram[x, y]
 
 
-def one_pair_per_label(labels: Tensor, mined: Triplets) -> tuple[Tensor, Tensor]:
+def one_pair_per_label(labels: Tensor, mined: Mined) -> tuple[Tensor, Tensor]:
     """The first mined (anchor, positive) of each anchor label, ordered by label."""
-    anchor_labels = labels[mined.anchor]
-    unique, inverse = torch.unique(anchor_labels, return_inverse=True)
+    anchor, positive = mined[:2] if isinstance(mined, Triplets) else mined.positive.nonzero(as_tuple=True)
+    unique, inverse = torch.unique(labels[anchor], return_inverse=True)
     order = torch.arange(inverse.shape[0], device=labels.device)
     first = torch.full_like(unique, inverse.shape[0]).scatter_reduce(0, inverse, order, "amin")
-    return mined.anchor[first], mined.positive[first]
+    return anchor[first], positive[first]
 
 
 class PairSetLoss(MetricLoss):
@@ -60,12 +61,12 @@ class PairSetLoss(MetricLoss):
         self.synthesize = synthesis
 
     def forward(
-        self, embeddings: Tensor, labels: Tensor, mined: Triplets | None = None, pool: Pool | None = None
+        self, embeddings: Tensor, labels: Tensor, mined: Mined | None = None, pool: Pool | None = None
     ) -> Tensor:
         if pool is not None and pool.n_real != pool.labels.shape[0]:
             raise ValueError(f"{type(self).__name__} mirrors its own pairs: give it the batch, not a synthetic pool")
         if mined is None:
-            mined = BatchAllMiner(margin=None)(embeddings, labels)
+            mined = Pairs(*label_masks(labels, Pool.of_batch(embeddings, labels)))
         a, p = one_pair_per_label(labels, mined)
         if a.numel() < 2:  # one class: nothing to contrast, a zero that still backpropagates
             return embeddings.sum() * 0.0
@@ -75,12 +76,31 @@ class PairSetLoss(MetricLoss):
         raise NotImplementedError
 
     def hardest_logits(self, anchors: Tensor, positives: Tensor, logits: Logits, pairings: Pairings) -> Tensor:
-        """`logits(A, P)`, or with synthesis the element-wise max of `logits(X, Y)` over the pairings
-        of the point sets (A, P, S1, S2), given by index."""
+        """`logits(gram, 0, 1)` for (A, P), or with synthesis the element-wise max of
+        `logits(gram, x, y)` over the pairings (x, y) of the point sets (A, P, S1, S2).
+
+        `gram[x, y]` is the [n, n] block of inner products of point sets x and y. With synthesis
+        all blocks come from one matmul of the stacked points (12 pairings cost one call, not 12);
+        without, only the blocks asked for are computed.
+        """
         if not self.synthesize:
-            return logits(anchors, positives)
-        points = (anchors, positives, reflect(positives, anchors), reflect(anchors, positives))
-        return torch.stack([logits(points[x], points[y]) for x, y in pairings]).amax(0)
+            return logits(BlockGram((anchors, positives)), 0, 1)
+        points = torch.cat([anchors, positives, reflect(positives, anchors), reflect(anchors, positives)])
+        n = anchors.shape[0]
+        gram = (points @ points.T).view(4, n, 4, n).transpose(1, 2)  # [4, 4, n, n]
+        return torch.stack([logits(gram, x, y) for x, y in pairings]).amax(0)
+
+
+class BlockGram:
+    """`gram[x, y]` of a few point sets, each block computed when first asked for."""
+
+    def __init__(self, points: tuple[Tensor, ...]) -> None:
+        self.points, self.blocks = points, {}
+
+    def __getitem__(self, xy: tuple[int, int]) -> Tensor:
+        if xy not in self.blocks:
+            self.blocks[xy] = self.points[xy[0]] @ self.points[xy[1]].T
+        return self.blocks[xy]
 
 
 def cross_entropy_with_diagonal(logits: Tensor) -> Tensor:
@@ -132,10 +152,10 @@ class AngularLoss(PairSetLoss):
         self.alpha = alpha
         self.sq_tan = math.tan(math.radians(alpha)) ** 2
 
-    def angular_logits(self, anchors: Tensor, positives: Tensor) -> Tensor:
-        off = 4.0 * self.sq_tan * (anchors + positives) @ positives.T
-        own = 2.0 * (1.0 + self.sq_tan) * (anchors * positives).sum(1)
-        return off.diagonal_scatter(own)
+    def angular_logits(self, gram: Any, x: int, y: int) -> Tensor:
+        """(X_i + Y_i) . Y_j = gram[x, y] + gram[y, y] off the diagonal, X_i . Y_i on it."""
+        off = 4.0 * self.sq_tan * (gram[x, y] + gram[y, y])
+        return off.diagonal_scatter(2.0 * (1.0 + self.sq_tan) * gram[x, y].diagonal())
 
     def compute_pairs(self, anchors: Tensor, positives: Tensor) -> Tensor:
         return cross_entropy_with_diagonal(self.hardest_logits(anchors, positives, self.angular_logits, ORDERED))

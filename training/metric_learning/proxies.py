@@ -17,8 +17,10 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from lookalike.training.metric_learning.losses import LOSSES, MetricLoss
-from lookalike.training.metric_learning.miners import Triplets
+from lookalike.training.metric_learning.miners import Mined
 from lookalike.training.metric_learning.pool import Pool
+
+PROXY_LOSSES = ("proxy_anchor", "proxy_nca", "arcface", "cosface")
 
 
 class ProxyLoss(MetricLoss):
@@ -33,7 +35,7 @@ class ProxyLoss(MetricLoss):
         torch.nn.init.kaiming_normal_(self.weight, mode="fan_out")
 
     def forward(
-        self, embeddings: Tensor, labels: Tensor, mined: Triplets | None = None, pool: Pool | None = None
+        self, embeddings: Tensor, labels: Tensor, mined: Mined | None = None, pool: Pool | None = None
     ) -> Tensor:
         if mined is not None or (pool is not None and pool.n_real != pool.labels.shape[0]):
             raise ValueError(f"{type(self).__name__} compares embeddings with class vectors: it takes no tuples")

@@ -23,11 +23,10 @@ from lookalike.training.metric_learning.pool import Pool
 
 
 def positive_pairs(labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Index pairs (i, j), i < j, of same-label batch items."""
-    n = labels.shape[0]
-    i, j = torch.triu_indices(n, n, offset=1, device=labels.device)
-    keep = labels[i] == labels[j]
-    return i[keep], j[keep]
+    """Index pairs (i, j), i < j, of same-label batch items, in row-major order (one [N, N] mask,
+    not a gather over all N^2 / 2 index pairs)."""
+    i, j = torch.triu(labels[:, None] == labels[None, :], diagonal=1).nonzero(as_tuple=True)
+    return i, j
 
 
 def reflect(points: Tensor, axes: Tensor) -> Tensor:
@@ -39,10 +38,12 @@ def reflect(points: Tensor, axes: Tensor) -> Tensor:
 def symmetrical_synthesis(embeddings: Tensor, labels: Tensor) -> Pool:
     """Return the pool of real embeddings followed by both mirrors of every positive pair."""
     i, j = positive_pairs(labels)
-    a, p = embeddings[i], embeddings[j]
-    synthetic = torch.cat([reflect(p, a), reflect(a, p)])
+    point, axis = torch.cat([j, i]), torch.cat([i, j])  # reflect(p about a), then reflect(a about p)
+    synthetic = reflect(embeddings[point], embeddings[axis])
     return Pool(
         embeddings=torch.cat([embeddings, synthetic]),
-        labels=torch.cat([labels, labels[i], labels[i]]),
+        labels=torch.cat([labels, labels[point]]),
         n_real=embeddings.shape[0],
+        point=point,
+        axis=axis,
     )
