@@ -333,7 +333,49 @@ def section(name: str, title: str, subset: list[dict], suffix: str) -> list[str]
         roc_fig.savefig(ROOT / "docs" / f"roc_lfw{suffix}.png", dpi=100)
         lines += [f"![ROC](roc_lfw{suffix}.png)", ""]
     plt.close("all")
-    return lines
+    return lines + synthesis_lift(name, subset, suffix)
+
+
+def synthesis_lift(name: str, subset: list[dict], suffix: str) -> list[str]:
+    """Per loss with both variants run: Recall@1 without and with synthesis, the lift, whether it
+    is outside the seed spread (the mean +- std intervals do not overlap), and a bar chart."""
+    import matplotlib.pyplot as plt
+
+    found = []
+    for method in METHODS:
+        plain = [r["recall@1"] for r in subset if r["method"] == method]
+        synth = [r["recall@1"] for r in subset if r["method"] == f"{method}+synthesis"]
+        if len(plain) > 1 and len(synth) > 1:
+            found.append((method, plain, synth))
+    if not found:
+        return []
+    lines = [
+        f"### {name}: what synthesis does, loss by loss",
+        "",
+        "Outside the spread: the mean ± std intervals of the two do not overlap.",
+        "",
+        "| loss | R@1 | R@1 + synthesis | lift | outside the spread |",
+        "|---|---|---|---|---|",
+    ]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for x, (method, plain, synth) in enumerate(found):
+        (m0, s0), (m1, s1) = ((statistics.mean(v), statistics.stdev(v)) for v in (plain, synth))
+        outside = abs(m1 - m0) > s0 + s1
+        lines.append(
+            f"| {method} | {mean_std(plain)} | {mean_std(synth)} | {m1 - m0:+.3f} | {'yes' if outside else 'no'} |"
+        )
+        ax.bar(x - 0.2, m0, 0.4, yerr=s0, color="tab:blue", label="without" if x == 0 else None)
+        ax.bar(x + 0.2, m1, 0.4, yerr=s1, color="tab:orange", label="with synthesis" if x == 0 else None)
+    floor = [r["recall@1"] for r in subset if r["method"] == "pixels_pca"]
+    if floor:
+        ax.axhline(floor[0], color="grey", linestyle="--", linewidth=1, label="raw pixels + PCA")
+    ax.set_xticks(range(len(found)), [m for m, _, _ in found], fontsize=8)
+    ax.set(title=f"{name}: held-out Recall@1, mean ± std over seeds", ylabel="Recall@1")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(ROOT / "docs" / f"synthesis_{name}{suffix}.png", dpi=100)
+    plt.close(fig)
+    return [*lines, "", f"![Synthesis lift](synthesis_{name}{suffix}.png)", ""]
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

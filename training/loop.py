@@ -112,6 +112,8 @@ def train(cfg: TrainConfig, criterion: Callable[[Tensor, Tensor], Tensor] | None
         groups.append({"params": loss_params, "lr": cfg.loss_lr or cfg.lr * criterion.loss.param_lr_scale})
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     gathered = cfg.gather_batches and dist.enabled
+    if cfg.gather_batches and not dist.enabled:
+        log.warning("--gather-batches: a single process already sees its whole batch (launch with torchrun)")
     total_steps = cfg.epochs * len(sampler)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(cfg.warmup_epochs * len(sampler), total_steps)
