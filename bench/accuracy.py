@@ -37,7 +37,7 @@ from lookalike.training import (
     train,
     verification_metrics,
 )
-from lookalike.training.metric_learning.proxies import PROXY_LOSSES
+from lookalike.training.metric_learning import LOSSES
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -53,6 +53,7 @@ DATASETS = {
     "lfw": {"folder": "lfw", "split": "hash", "train_fraction": 0.5, "crop_fraction": 0.44, "pairs": "pairs.txt"},
     "att": {"folder": "att_faces", "split": "sorted", "train_fraction": 0.75, "crop_fraction": 1.0},
 }
+PROXY_LOSSES = tuple(name for name in LOSSES.names() if LOSSES.get(name).synthesis == "none")
 METHODS = {
     "semihard": {"loss": "triplet", "miner": "semihard", "synthesis": False},
     "semihard+synthesis": {"loss": "triplet", "miner": "semihard", "synthesis": True},

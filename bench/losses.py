@@ -21,9 +21,10 @@ from collections.abc import Callable
 import torch
 
 from bench.table import median_seconds, print_rows
-from lookalike.training.metric_learning import create_criterion
-from lookalike.training.metric_learning.proxies import PROXY_LOSSES
+from lookalike.training.metric_learning import LOSSES, create_criterion
 
+#: The losses over class vectors: nothing to mirror, so no synthesis column.
+PROXY_LOSSES = tuple(name for name in LOSSES.names() if LOSSES.get(name).synthesis == "none")
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 #: loss name -> (our miner, PML miner and its arguments or None, PML loss and its arguments)

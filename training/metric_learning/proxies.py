@@ -20,8 +20,6 @@ from lookalike.training.metric_learning.losses import LOSSES, MetricLoss
 from lookalike.training.metric_learning.miners import Mined
 from lookalike.training.metric_learning.pool import Pool
 
-PROXY_LOSSES = ("proxy_anchor", "proxy_nca", "arcface", "cosface")
-
 
 class ProxyLoss(MetricLoss):
     """Base: the class vectors, checked inputs, cosine of every embedding with every class."""
