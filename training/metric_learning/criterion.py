@@ -87,7 +87,11 @@ def create_criterion(
     for name in set(shared) - loss_takes - miner_takes:
         raise ConfigError(
             f"--{name} reaches neither the loss {loss!r} (it takes {', '.join(sorted(loss_takes)) or 'nothing'}) "
-            f"nor the miner {miner!r} (it takes {', '.join(sorted(miner_takes)) or 'nothing'})"
+            + (
+                f"nor the miner {miner!r} (it takes {', '.join(sorted(miner_takes)) or 'nothing'})"
+                if miner is not None
+                else "nor a miner (none is used)"
+            )
         )
     return MetricCriterion(loss_obj, miner_obj, synthesis and loss_class.synthesis == "pool")
 
