@@ -41,10 +41,6 @@ class MetricCriterion(torch.nn.Module):
         return self.loss(embeddings, labels, mined, pool)
 
 
-#: Arguments the training data and the `synthesis` switch decide; never a piece's own hyper-parameter.
-CONTEXT = ("num_classes", "embedding_size", "synthesis")
-
-
 def create_criterion(
     loss: str = "triplet",
     miner: str | None = "auto",
@@ -81,9 +77,12 @@ def create_criterion(
     elif miner is not None and loss_class.synthesis == "none":
         raise ConfigError(f"the {loss!r} loss compares every embedding with every class vector: it takes no miner")
     shared = {k: v for k, v in {"distance": distance, "margin": margin}.items() if v is not None}
+    # Decided by the data and the `synthesis` switch, never settable as a piece's own argument.
     context = {"num_classes": num_classes, "embedding_size": embedding_size, "synthesis": synthesis}
     loss_obj, loss_takes = build(LOSSES, loss, shared, loss_args or {}, context)
-    miner_obj, miner_takes = build(MINERS, miner, shared, miner_args or {}) if miner is not None else (None, set())
+    miner_obj, miner_takes = (
+        build(MINERS, miner, shared, miner_args or {}, context) if miner is not None else (None, set())
+    )
     for name in set(shared) - loss_takes - miner_takes:
         raise ConfigError(
             f"--{name} reaches neither the loss {loss!r} (it takes {', '.join(sorted(loss_takes)) or 'nothing'}) "
@@ -97,17 +96,17 @@ def create_criterion(
 
 
 def build(
-    registry: Registry, name: str, shared: dict[str, Any], own: dict[str, Any], context: dict[str, Any] | None = None
+    registry: Registry, name: str, shared: dict[str, Any], own: dict[str, Any], context: dict[str, Any]
 ) -> tuple[Any, set[str]]:
     """The registered `name` built with the shared and context arguments it takes and all of its
     own; also returns the names it takes. An own argument it does not take, or one the context
     decides, is an error naming the choices."""
     factory = registry.get(name)
     takes = {p for p in inspect.signature(factory).parameters if p != "self"}
-    settable = takes - set(CONTEXT)
+    settable = takes - set(context)
     unknown = set(own) - settable
     if unknown:
         choices = ", ".join(sorted(settable)) or "nothing"
         raise ConfigError(f"{registry.kind} {name!r} takes no {', '.join(sorted(unknown))}; it takes: {choices}")
-    given = {**(context or {}), **shared}
+    given = {**context, **shared}
     return factory(**{k: v for k, v in given.items() if k in takes}, **own), settable

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from lookalike.training.metric_learning.losses import LOSSES, MetricLoss
-from lookalike.training.metric_learning.miners import Mined, Pairs, Triplets, label_masks
+from lookalike.training.metric_learning.miners import Mined, Triplets
 from lookalike.training.metric_learning.pool import Pool
 from lookalike.training.metric_learning.synthesis import reflect
 
@@ -60,14 +60,10 @@ class PairSetLoss(MetricLoss):
         super().__init__("cosine")
         self.synthesize = synthesis
 
-    def forward(
-        self, embeddings: Tensor, labels: Tensor, mined: Mined | None = None, pool: Pool | None = None
-    ) -> Tensor:
-        if pool is not None and pool.n_real != pool.labels.shape[0]:
+    def compute(self, embeddings: Tensor, pool: Pool, mined: Mined) -> Tensor:
+        if pool.n_real != pool.labels.shape[0]:
             raise ValueError(f"{type(self).__name__} mirrors its own pairs: give it the batch, not a synthetic pool")
-        if mined is None:
-            mined = Pairs(*label_masks(labels, Pool.of_batch(embeddings, labels)))
-        a, p = one_pair_per_label(labels, mined)
+        a, p = one_pair_per_label(pool.labels, mined)
         if a.numel() < 2:  # one class: nothing to contrast, a zero that still backpropagates
             return embeddings.sum() * 0.0
         return self.compute_pairs(embeddings[a], embeddings[p])
