@@ -5,6 +5,7 @@ Imported as `tests.helpers` (never from `conftest`, which pytest loads on its ow
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -46,4 +47,35 @@ def run_cli(*args: str, timeout: float = 300, cwd: Path = ROOT, **kwargs) -> sub
         text=True,
         timeout=timeout,
         **kwargs,
+    )
+
+
+def tiny_train_args(data: Path, out: Path, *extra: str) -> list[str]:
+    """`lookalike train` arguments for a seconds-long run: the tiny timm test model at 32 px."""
+    return [
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--backbone",
+        "test_resnet",
+        "--image-size",
+        "32",
+        "--workers",
+        "0",
+        *extra,
+    ]
+
+
+def run_torchrun(*args: str, port: int, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`torchrun --nproc-per-node 2 -m lookalike.cli ARGS`: two Gloo processes on the CPU, one thread each."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port)]
+    return subprocess.run(
+        [*torchrun, "-m", "lookalike.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )

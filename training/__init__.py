@@ -1,8 +1,9 @@
-"""Training: learns embeddings from labelled folders and exports the encoder bundle.
+"""Training: learns embeddings from labelled or unlabelled folders and exports the encoder bundle.
 
 Read it in the order a run goes: `config` (TrainConfig) -> `data` + `sampler` (P x K batches of
-class-disjoint splits) -> `model` (timm backbone + head) -> `metric_learning` (synthesis, miners,
-losses) -> `loop` (`train`, one screen) -> `evaluate` + `scoring` (held-out Recall@K, MAP@R,
+class-disjoint splits, or shuffled batches) -> `model` (timm backbone + head) -> `objectives`
+(`metric_learning`: synthesis, miners, losses; or `self_supervised`: SimCLR, MoCo, ARB on two
+views) -> `loop` (`train`, one screen) -> `evaluate` + `scoring` (held-out Recall@K, MAP@R,
 verification) -> `plots`. `cli` adds `lookalike train` and `lookalike evaluate`.
 
 The names below are the stage's public surface, used by the command line, the demo and the

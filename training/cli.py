@@ -41,7 +41,8 @@ FLAGS = {name: flag_type(f.annotation) for name, f in TrainConfig.model_fields.i
 
 def configure_train(train: argparse.ArgumentParser) -> None:
     train.description = (
-        "Train on a folder with one sub-folder per identity/class; held-out classes are evaluated after every epoch."
+        "Train on a folder with one sub-folder per identity/class; held-out classes are evaluated after every epoch. "
+        "With --ssl, learn from unlabelled images (a flat folder is enough), then fine-tune with --pretrained."
     )
     fields = TrainConfig.model_fields
     for name, (kind, choices) in FLAGS.items():

@@ -12,6 +12,26 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from lookalike.errors import ConfigError
 from lookalike.images import CropMode
 from lookalike.training.metric_learning import LOSSES, MINERS, create_criterion
+from lookalike.training.self_supervised import SSL_METHODS, check_ssl_args
+
+# Options that only one kind of run uses: setting one for the other kind is an error, not a no-op.
+METRIC_ONLY = (
+    "loss",
+    "miner",
+    "synthesis",
+    "distance",
+    "margin",
+    "loss_args",
+    "miner_args",
+    "loss_lr",
+    "gather_batches",
+    "classes_per_batch",
+    "samples_per_class",
+    "embedding_size",
+)
+SSL_ONLY = ("ssl_args", "jitter_strength", "greyscale_probability", "blur_probability")
+SSL_BATCH = 64
+SSL_MIN_CROP_SCALE = 0.2
 
 
 class TrainConfig(BaseModel):
@@ -32,17 +52,34 @@ class TrainConfig(BaseModel):
         0.5,
         gt=0,
         le=1,
-        description="Smallest image area a random training crop keeps; aligned faces want ~0.8, products less.",
+        description="Smallest image area a random training crop keeps; aligned faces want ~0.8, products less; "
+        f"--ssl runs default to {SSL_MIN_CROP_SCALE} (a view must match a detail with the whole).",
     )
 
     backbone: str = "resnet10t"
     pretrained: str | None = Field(
         None,
-        description="Local weights file for the backbone (no hub download): timm weights, or another run's "
-        "last.pt/best.pt to fine-tune from.",
+        description="Backbone weights: a local timm weights file, another run's last.pt/best.pt to fine-tune from "
+        "(a --ssl run's included: its projector is dropped), or 'timm' for the hub's (needs the internet).",
     )
     image_size: int = Field(64, ge=32, le=1024)
-    embedding_size: int = Field(128, ge=2, le=4096)
+    embedding_size: int = Field(
+        128, ge=2, le=4096, description="Width of the head; --ssl runs have none and export the backbone's features."
+    )
+
+    ssl: str | None = Field(
+        None,
+        description="Self-supervised training on unlabelled images: simclr, moco or arb (a flat folder or class "
+        "folders, labels unused). Exports the backbone; fine-tune it with --pretrained RUN/last.pt.",
+    )
+    ssl_args: dict[str, float] = Field(
+        default_factory=dict,
+        description="The --ssl method's own hyper-parameters, NAME=VALUE (temperature, queue_size, momentum, "
+        "projector_dim...).",
+    )
+    jitter_strength: float = Field(0.5, ge=0, le=1, description="--ssl views: SimCLR's colour jitter strength s.")
+    greyscale_probability: float = Field(0.2, ge=0, le=1, description="--ssl views: chance of a grey view.")
+    blur_probability: float = Field(0.5, ge=0, le=1, description="--ssl views: chance of a Gaussian blur.")
 
     loss: str = Field(
         "triplet",
@@ -89,7 +126,12 @@ class TrainConfig(BaseModel):
 
     classes_per_batch: int = Field(8, ge=2)
     samples_per_class: int = Field(4, ge=2)
-    batch_size: int | None = Field(None, description="If given, must equal P x K (a guard against typos).")
+    batch_size: int | None = Field(
+        None,
+        ge=2,
+        description=f"Metric runs: if given, must equal P x K (a guard against typos). --ssl runs: images per batch, "
+        f"two views each (default {SSL_BATCH}).",
+    )
     epochs: int = Field(20, ge=1)
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
@@ -132,8 +174,32 @@ class TrainConfig(BaseModel):
             MINERS.get(name)
         return name
 
+    @field_validator("ssl")
+    @classmethod
+    def _known_ssl(cls, name: str | None) -> str | None:
+        if name is not None:
+            SSL_METHODS.get(name)
+        return name
+
+    @model_validator(mode="after")
+    def _options_fit_the_kind_of_run(self) -> TrainConfig:
+        """A metric option on an --ssl run (or the reverse) would do nothing: refuse it by name."""
+        unused = [n for n in (METRIC_ONLY if self.ssl else SSL_ONLY) if n in self.model_fields_set]
+        if unused:
+            flags = ", ".join(f"--{n.replace('_', '-')}" for n in unused)
+            raise ConfigError(
+                f"{flags}: not used by {'an --ssl ' + self.ssl if self.ssl else 'a metric-learning (labelled)'} run"
+            )
+        if self.ssl:
+            check_ssl_args(self.ssl, self.ssl_args)
+            if "min_crop_scale" not in self.model_fields_set:
+                self.min_crop_scale = SSL_MIN_CROP_SCALE
+        return self
+
     @model_validator(mode="after")
     def _every_criterion_option_is_taken(self) -> TrainConfig:
+        if self.ssl:
+            return self
         create_criterion(
             self.loss,
             self.miner,
@@ -151,7 +217,7 @@ class TrainConfig(BaseModel):
     @model_validator(mode="after")
     def _batch_matches_pk(self) -> TrainConfig:
         pk = self.classes_per_batch * self.samples_per_class
-        if self.batch_size is not None and self.batch_size != pk:
+        if not self.ssl and self.batch_size is not None and self.batch_size != pk:
             raise ValueError(
                 f"batch size {self.batch_size} does not equal classes-per-batch x samples-per-class = "
                 f"{self.classes_per_batch} x {self.samples_per_class} = {pk}"

@@ -175,3 +175,22 @@ def train_augment(spec: Preprocessing, min_scale: float = 0.5) -> v2.Compose:
 def eval_prepare(spec: Preprocessing) -> Callable[[Path], torch.Tensor]:
     """Exactly the bundle's preprocessing, so evaluation measures what the service will serve."""
     return lambda path: torch.from_numpy(preprocess(open_rgb(path), spec))
+
+
+def scan_unlabelled(root: str | Path) -> tuple[list[Path], dict[str, list[Path]]]:
+    """(loose images at the top of `root`, class name -> image paths of its sub-folders).
+
+    Self-supervised training takes a flat folder, class folders (labels unused) or both.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist or is not a folder")
+    loose = sorted(p for p in root.iterdir() if p.is_file() and is_image_file(p))
+    try:
+        return loose, scan_folder(root)
+    except DataError:  # no class folder holds images
+        if not loose:
+            raise DataError(
+                f"{root} holds no images (expected {root}/<image>.jpg or {root}/<class>/<image>.jpg)"
+            ) from None
+        return loose, {}

@@ -48,6 +48,22 @@ def evaluate_embeddings(embeddings: np.ndarray, labels: np.ndarray, nmi: bool | 
     return metrics
 
 
+UNLABELLED_FALSE_MATCH_RATE = 0.01
+
+
+def unlabelled_threshold(embeddings: np.ndarray, max_pairs: int = 20_000, seed: int = 0) -> float:
+    """A verification threshold without labels: the cosine that only 1% of random pairs of
+    distinct images reach. In a collection of many products or people, two random images are
+    almost always different, so this bounds the false-match rate near 1%; the bundle notes it
+    came from unlabelled data, and a labelled `--eval-data` calibrates it properly."""
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, len(embeddings), max_pairs)
+    j = rng.integers(0, len(embeddings), max_pairs)
+    keep = i != j
+    scores = (embeddings[i[keep]] * embeddings[j[keep]]).sum(1)
+    return float(np.quantile(scores, 1 - UNLABELLED_FALSE_MATCH_RATE))
+
+
 @dataclass(frozen=True)
 class Pair:
     a: Path

@@ -1,10 +1,13 @@
 """The training loop: read it top to bottom in `train`.
 
-Data -> model -> criterion (synthesis + miner + loss) -> AdamW with warm-up and cosine decay.
-A loss with parameters (class proxies) trains them in its own optimiser group; they live in
+Data -> model -> objective -> AdamW with warm-up and cosine decay. The objective is labelled
+metric learning (synthesis + miner + loss over P x K batches) or, with `--ssl`, a
+self-supervised method over two views of unlabelled images (`objectives`). Whatever the
+objective trains beside the encoder (class proxies; a projector, key encoder and queue) lives in
 `last.pt` for `--resume`, never in the bundle.
-After every epoch: evaluate on held-out classes, append to metrics.jsonl, redraw the plot,
-checkpoint (last and best by Recall@1). At the end: export the best (or last) model as a bundle.
+After every epoch: evaluate on held-out classes (when there are any) and check for collapse,
+append to metrics.jsonl, redraw the plot, checkpoint (last, and best by Recall@1). At the end:
+export the best (or last) model as a bundle.
 """
 
 from __future__ import annotations
@@ -34,24 +37,18 @@ from lookalike.training.data import (
     collate,
     eval_prepare,
     scan_folder,
+    scan_unlabelled,
     split_classes,
-    train_augment,
-    train_prepare,
 )
-from lookalike.training.distributed import (
-    barrier,
-    gather_batches,
-    init_distributed,
-    shutdown,
-    sync_loss_gradients,
-)
-from lookalike.training.evaluate import embed_dataset, evaluate_embeddings
-from lookalike.training.metric_learning import create_criterion
+from lookalike.training.distributed import barrier, init_distributed, shutdown
+from lookalike.training.evaluate import embed_dataset, evaluate_embeddings, unlabelled_threshold
 from lookalike.training.model import EmbeddingModel
+from lookalike.training.objectives import MetricObjective, SelfSupervisedObjective
 from lookalike.training.plots import plot_metrics
-from lookalike.training.sampler import PKSampler
+from lookalike.training.self_supervised import collapse_metrics, collapse_warning
 
 log = logging.getLogger(__name__)
+MONITOR_IMAGES = 512  # training images that stand in for a held-out set in the collapse check
 
 
 def train(cfg: TrainConfig, criterion: Callable[[Tensor, Tensor], Tensor] | None = None) -> dict:
@@ -68,9 +65,8 @@ def train(cfg: TrainConfig, criterion: Callable[[Tensor, Tensor], Tensor] | None
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
 
-    train_classes, eval_classes = load_splits(cfg)
     # channels_last: oneDNN and cuDNN run convolutions faster in NHWC (about 10% on a 2-core CPU)
-    model = EmbeddingModel(cfg.backbone, cfg.embedding_size, cfg.pretrained).to(
+    model = EmbeddingModel(cfg.backbone, None if cfg.ssl else cfg.embedding_size, cfg.pretrained).to(
         device, memory_format=torch.channels_last
     )
     data_config = model.data_config()
@@ -81,11 +77,18 @@ def train(cfg: TrainConfig, criterion: Callable[[Tensor, Tensor], Tensor] | None
         crop_fraction=cfg.crop_fraction,
         crop_mode=cfg.crop_mode,
     )
-    augment = train_augment(spec, cfg.min_crop_scale)
-    train_set = ImageDataset(train_classes, train_prepare(spec), augment, cache=cfg.cache_images)
-    eval_set = ImageDataset(eval_classes, eval_prepare(spec), cache=cfg.cache_images)
-    sampler = PKSampler(
-        train_set.labels, cfg.classes_per_batch, cfg.samples_per_class, cfg.seed, dist.rank, dist.world_size
+    if cfg.ssl:
+        train_images, eval_classes = load_unlabelled_splits(cfg)
+        objective = SelfSupervisedObjective(cfg, model, spec, train_images, dist)
+    else:
+        train_classes, eval_classes = load_splits(cfg)
+        objective = MetricObjective(cfg, model, spec, train_classes, dist, criterion)
+    objective.to(device)
+    train_set, sampler = objective.train_set, objective.sampler
+    eval_set = ImageDataset(eval_classes, eval_prepare(spec), cache=cfg.cache_images) if eval_classes else None
+    monitor_set = eval_set or ImageDataset(
+        {"training sample": [s.path for s in train_set.samples[:: max(1, len(train_set) // MONITOR_IMAGES)]]},
+        eval_prepare(spec),
     )
     loader = DataLoader(
         train_set,
@@ -94,56 +97,41 @@ def train(cfg: TrainConfig, criterion: Callable[[Tensor, Tensor], Tensor] | None
         collate_fn=collate,
         persistent_workers=cfg.workers > 0,
     )
-    criterion = criterion or create_criterion(
-        cfg.loss,
-        cfg.miner,
-        cfg.synthesis,
-        cfg.distance,
-        cfg.margin,
-        cfg.loss_args,
-        cfg.miner_args,
-        num_classes=len(train_classes),
-        embedding_size=cfg.embedding_size,
-    )
-    loss_params = list(criterion.to(device).parameters()) if isinstance(criterion, torch.nn.Module) else []
-    unit_embeddings = getattr(criterion, "unit_embeddings", True)
-    groups = [{"params": list(model.parameters()), "lr": cfg.lr}]
-    if loss_params:
-        groups.append({"params": loss_params, "lr": cfg.loss_lr or cfg.lr * criterion.loss.param_lr_scale})
-    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    gathered = cfg.gather_batches and dist.enabled
-    if cfg.gather_batches and not dist.enabled:
-        log.warning("--gather-batches: a single process already sees its whole batch (launch with torchrun)")
+    optimizer = torch.optim.AdamW(objective.parameter_groups(), weight_decay=cfg.weight_decay)
     total_steps = cfg.epochs * len(sampler)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(cfg.warmup_epochs * len(sampler), total_steps)
     )
+    module = objective.module
     net = (
-        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
         if dist.enabled
-        else model
+        else module
     )
     if cfg.compile and device.type == "cuda":
         net = torch.compile(net)
     amp = cfg.amp and device.type == "cuda"
 
+    def evaluate() -> dict:
+        return evaluate_model(model, eval_set, monitor_set, device)
+
     start_epoch, best = 0, {"recall@1": -1.0, "map@r": -1.0}
     if cfg.resume and (out / "last.pt").is_file():
-        start_epoch, best = load_checkpoint(out / "last.pt", model, criterion, optimizer, scheduler)
+        start_epoch, best = load_checkpoint(out / "last.pt", model, objective, optimizer, scheduler)
         log.info("resumed from %s at epoch %d", out / "last.pt", start_epoch)
     elif dist.is_main:
         (out / "metrics.jsonl").unlink(missing_ok=True)
-        log_epoch(out, {"epoch": 0, "loss": None, **evaluate_model(model, eval_set, device)})
+        log_epoch(out, {"epoch": 0, "loss": None, **evaluate()})
     if dist.is_main:
         log.info(
-            "training %s on %d images of %d classes (%d classes with <2 images dropped), "
-            "evaluating on %d images of %d held-out classes, %d steps/epoch on %s",
+            "training %s%s on %d images%s, %s, %d steps/epoch on %s",
             cfg.backbone,
+            f" self-supervised ({cfg.ssl}, labels unused)" if cfg.ssl else "",
             len(train_set),
-            len(train_classes),
-            sampler.dropped_classes,
-            len(eval_set),
-            len(eval_classes),
+            "" if cfg.ssl else f" of {len(train_classes)} classes ({sampler.dropped_classes} with <2 images dropped)",
+            f"evaluating on {len(eval_set)} images of {len(eval_classes)} held-out classes"
+            if eval_set
+            else "no held-out classes to evaluate on (collapse is checked on training images)",
             len(sampler),
             device,
         )
@@ -154,19 +142,11 @@ def train(cfg: TrainConfig, criterion: Callable[[Tensor, Tensor], Tensor] | None
         started, losses, skipped = time.perf_counter(), [], 0
         for images, labels, n_skipped in tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=not dist.is_main):
             skipped += n_skipped
-            if len(images) == 0:
+            if len(images) < 2:
                 continue
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                inputs = images.to(device, memory_format=torch.channels_last, non_blocking=True)
-                embeddings = net(inputs, normalize=unit_embeddings)
-            labels = labels.to(device)
-            if gathered:
-                embeddings, labels = gather_batches(dist, embeddings, labels)
-            loss = criterion(embeddings.float(), labels)
+            loss = objective.loss(net, images, labels, device, amp)
             optimizer.zero_grad(set_to_none=True)
-            # Gathered, every rank holds the whole batch's loss; DDP averages the per-rank gradients.
-            (loss * dist.world_size if gathered else loss).backward()
-            sync_loss_gradients(dist, loss_params, gathered)
+            objective.backward(loss)
             optimizer.step()
             scheduler.step()
             losses.append(loss.item())
@@ -179,18 +159,18 @@ def train(cfg: TrainConfig, criterion: Callable[[Tensor, Tensor], Tensor] | None
                 "lr": scheduler.get_last_lr()[0],
                 "epoch_seconds": round(time.perf_counter() - started, 2),
                 "skipped_images": skipped,
-                **evaluate_model(model, eval_set, device),
+                **evaluate(),
             }
             log_epoch(out, row)
-            if (row["recall@1"], row["map@r"]) > (best["recall@1"], best["map@r"]):  # MAP@R breaks ties
+            if eval_set and (row["recall@1"], row["map@r"]) > (best["recall@1"], best["map@r"]):  # MAP@R breaks ties
                 best = row
                 torch.save(model.state_dict(), out / "best.pt")
-            save_checkpoint(out / "last.pt", model, criterion, optimizer, scheduler, epoch, best)
+            save_checkpoint(out / "last.pt", model, objective, optimizer, scheduler, epoch, best)
         barrier(dist)
 
     summary = {}
     if dist.is_main:
-        if cfg.export == "best":
+        if cfg.export == "best" and eval_set:
             model.load_state_dict(torch.load(out / "best.pt", map_location=device))
             chosen = best
         else:  # the model in memory is the last epoch's, also when a finished run is resumed
@@ -200,16 +180,17 @@ def train(cfg: TrainConfig, criterion: Callable[[Tensor, Tensor], Tensor] | None
             model,
             BundleSpec(
                 backbone=cfg.backbone,
-                embedding_size=cfg.embedding_size,
+                embedding_size=model.embedding_size,
                 threshold=chosen["verify_threshold"],
                 preprocessing=spec,
                 metrics=chosen,
                 data={
                     "root": str(cfg.data),
-                    "train_classes": len(train_classes),
+                    **({} if cfg.ssl else {"train_classes": len(train_classes)}),
                     "train_images": len(train_set),
-                    "eval_classes": len(eval_classes),
-                    "eval_images": len(eval_set),
+                    "eval_classes": len(eval_classes or {}),
+                    "eval_images": len(eval_set or []),
+                    "threshold_from": "held-out classes" if eval_set else "random pairs of unlabelled images",
                     "config": json.loads(cfg.model_dump_json()),
                 },
             ),
@@ -217,8 +198,7 @@ def train(cfg: TrainConfig, criterion: Callable[[Tensor, Tensor], Tensor] | None
         summary = {
             "bundle": str(out / "bundle"),
             "exported_epoch": chosen["epoch"],
-            "recall@1": chosen["recall@1"],
-            "map@r": chosen["map@r"],
+            **{k: chosen[k] for k in ("recall@1", "map@r") if k in chosen},
             "threshold": bundle_spec.threshold,
             "content_hash": bundle_spec.content_hash,
         }
@@ -255,6 +235,23 @@ def load_splits(cfg: TrainConfig) -> tuple[dict, dict]:
     return {n: classes[n] for n in train_names}, {n: classes[n] for n in eval_names}
 
 
+def load_unlabelled_splits(cfg: TrainConfig) -> tuple[list[Path], dict | None]:
+    """(training images, held-out classes or None) for a self-supervised run.
+
+    Labels are never used for training. Class folders are split into training and held-out
+    classes as a labelled run would split them, so the held-out images are never seen; loose
+    images at the top of the folder always train. A flat folder has nothing to evaluate on
+    unless `--eval-data` names class folders.
+    """
+    loose, classes = scan_unlabelled(cfg.data)
+    if cfg.eval_data is not None:
+        return loose + [p for files in classes.values() for p in files], scan_folder(cfg.eval_data)
+    if not classes:
+        return loose, None
+    train_classes, eval_classes = load_splits(cfg)
+    return loose + [p for files in train_classes.values() for p in files], eval_classes
+
+
 def warmup_cosine(warmup_steps: float, total_steps: int):
     def factor(step: int) -> float:
         if step < warmup_steps:
@@ -265,28 +262,40 @@ def warmup_cosine(warmup_steps: float, total_steps: int):
     return factor
 
 
-def evaluate_model(model: torch.nn.Module, eval_set: ImageDataset, device: torch.device) -> dict:
-    embeddings, labels = embed_dataset(model, eval_set, device)
-    return evaluate_embeddings(embeddings, labels)
+def evaluate_model(
+    model: torch.nn.Module, eval_set: ImageDataset | None, monitor_set: ImageDataset, device: torch.device
+) -> dict:
+    """Held-out retrieval and verification metrics when there are held-out classes, and the
+    collapse metrics (on the held-out images, else on a fixed sample of training images)."""
+    embeddings, labels = embed_dataset(model, monitor_set, device)
+    collapse = collapse_metrics(embeddings)
+    if eval_set is None:
+        return {**collapse, "verify_threshold": unlabelled_threshold(embeddings)}
+    return {**evaluate_embeddings(embeddings, labels), **collapse}
 
 
 def log_epoch(out: Path, row: dict) -> None:
     with (out / "metrics.jsonl").open("a") as handle:
         handle.write(json.dumps(row) + "\n")
     plot_metrics(out / "metrics.jsonl", out / "metrics.png")
+    retrieval = f", Recall@1 {row['recall@1']:.4f}, MAP@R {row['map@r']:.4f}" if "recall@1" in row else ""
     log.info(
-        "epoch %d: loss %s, Recall@1 %.4f, MAP@R %.4f",
+        "epoch %d: loss %s%s, embedding std %.2f of healthy, effective rank %.1f",
         row["epoch"],
         "-" if row["loss"] is None else f"{row['loss']:.4f}",
-        row["recall@1"],
-        row["map@r"],
+        retrieval,
+        row["embedding_std_ratio"],
+        row["effective_rank"],
     )
+    # An untrained network's pooled ReLU features are bunched in one orthant: only training can collapse.
+    if row["loss"] is not None and (warning := collapse_warning(row)) is not None:
+        log.warning("epoch %d: %s", row["epoch"], warning)
 
 
-def save_checkpoint(path: Path, model, criterion, optimizer, scheduler, epoch: int, best: dict) -> None:
+def save_checkpoint(path: Path, model, objective, optimizer, scheduler, epoch: int, best: dict) -> None:
     state = {
         "model": model.state_dict(),
-        "criterion": criterion.state_dict() if isinstance(criterion, torch.nn.Module) else {},
+        "objective": objective.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "epoch": epoch,
@@ -297,11 +306,10 @@ def save_checkpoint(path: Path, model, criterion, optimizer, scheduler, epoch: i
     tmp.replace(path)  # an interrupted save never leaves a half-written last.pt
 
 
-def load_checkpoint(path: Path, model, criterion, optimizer, scheduler) -> tuple[int, dict]:
+def load_checkpoint(path: Path, model, objective, optimizer, scheduler) -> tuple[int, dict]:
     state = torch.load(path, map_location="cpu")
     model.load_state_dict(state["model"])
-    if isinstance(criterion, torch.nn.Module):
-        criterion.load_state_dict(state.get("criterion", {}))
+    objective.load_state_dict(state["objective"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     return state["epoch"], state["best"]

@@ -1,4 +1,6 @@
-"""P x K batch sampler: each batch holds P classes with K images each.
+"""Batch samplers: P x K for metric learning, plain shuffled batches for self-supervision.
+
+P x K: each batch holds P classes with K images each.
 
 Every anchor then has K-1 positives and (P-1)K negatives in its batch, which is what online
 mining needs. Under DDP each rank receives its own P classes of one global draw, so ranks never
@@ -73,3 +75,35 @@ def balanced_picks(n: int, k: int, generator: torch.Generator) -> list[int]:
     times (never one image k times, as independent draws with replacement allow)."""
     rounds = [torch.randperm(n, generator=generator) for _ in range(math.ceil(k / n))]
     return torch.cat(rounds)[:k].tolist()
+
+
+class ShuffledBatches(Sampler[list[int]]):
+    """Plain shuffled batches of `batch_size` images for self-supervised training.
+
+    Every batch is full (the last partial one is dropped): BatchNorm and the in-batch negatives
+    of NT-Xent want the same batch size at every step. Under DDP each rank takes its own slice of
+    one global permutation, so no image is seen twice in an epoch.
+    """
+
+    def __init__(self, n_images: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        if n_images < batch_size * world_size:
+            raise DataError(
+                f"a batch of {batch_size} images x {world_size} process(es) needs at least {batch_size * world_size} "
+                f"training images; the data has {n_images} (lower --batch-size)"
+            )
+        self.n, self.batch_size, self.seed, self.rank, self.world_size = n_images, batch_size, seed, rank, world_size
+        self.batches = n_images // (batch_size * world_size)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        step = self.batch_size * self.world_size
+        for b in range(self.batches):
+            start = b * step + self.rank * self.batch_size
+            yield order[start : start + self.batch_size].tolist()

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from lookalike.bundle import read_spec
-from tests.helpers import ROOT, run_cli, write_image
+from tests.helpers import run_cli, run_torchrun, tiny_train_args, write_image
 
 
 @pytest.fixture
@@ -46,28 +43,19 @@ def test_train_refuses_bad_input_with_a_clear_message(tmp_path, two_class_folder
 
 
 def tiny_run_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "train",
-        "--data",
-        str(data),
-        "--out",
-        str(out),
-        "--backbone",
-        "test_resnet",
-        "--image-size",
-        "32",
+    return tiny_train_args(
+        data,
+        out,
         "--embedding-size",
         "16",
         "--classes-per-batch",
         "2",
         "--samples-per-class",
         "2",
-        "--workers",
-        "0",
         "--train-fraction",
         "0.5",
         *extra,
-    ]
+    )
 
 
 @pytest.mark.slow
@@ -115,26 +103,8 @@ def test_ddp_with_torchrun_on_two_cpu_processes(tmp_path, extra):
     for label in range(8):
         for n in range(3):
             write_image(data / f"c{label}" / f"{n}.png", (30 * label, 100, 30), seed=n)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            "2",
-            "--master-port",
-            "29517",
-            "-m",
-            "lookalike.cli",
-            *tiny_run_args(data, tmp_path / "ddp", "--epochs", "1", "--device", "cpu", *extra),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    args = tiny_run_args(data, tmp_path / "ddp", "--epochs", "1", "--device", "cpu", *extra)
+    result = run_torchrun(*args, port=29517)
     assert result.returncode == 0, result.stderr[-3000:]
     assert read_spec(tmp_path / "ddp" / "bundle").data["train_classes"] == 4
 
@@ -149,18 +119,18 @@ def test_proxies_train_at_their_own_rate_resume_and_stay_out_of_the_bundle(tmp_p
     first = run_cli(*tiny_run_args(data, out, "--epochs", "1", "--loss", "proxy_anchor", "--loss-lr", "0.01"))
     assert first.returncode == 0, first.stderr
     state = torch.load(out / "last.pt")
-    proxies = state["criterion"]["loss.weight"]
+    proxies = state["objective"]["loss.weight"]
     n_classes = read_spec(out / "bundle").data["train_classes"]
     assert proxies.shape == (n_classes, 16)  # one per training class, of the embedding size
     assert [g["initial_lr"] for g in state["optimizer"]["param_groups"]] == [pytest.approx(3e-3), 0.01]
     # Mark the saved proxies: a resume that re-initialised them (same seed, same init) would hide.
-    state["criterion"]["loss.weight"] = torch.full_like(proxies, 0.25)
+    state["objective"]["loss.weight"] = torch.full_like(proxies, 0.25)
     torch.save(state, out / "last.pt")
     resumed = run_cli(
         *tiny_run_args(data, out, "--epochs", "2", "--loss", "proxy_anchor", "--loss-lr", "0.01", "--resume")
     )
     assert resumed.returncode == 0, resumed.stderr
-    after = torch.load(out / "last.pt")["criterion"]["loss.weight"]
+    after = torch.load(out / "last.pt")["objective"]["loss.weight"]
     assert 0 < (after - 0.25).abs().max() < 0.1  # resumed from the marked proxies, then trained on
     program = torch.export.load(out / "bundle" / "encoder.pt2")
     assert all(tuple(v.shape) != (n_classes, 16) for v in program.state_dict.values())
