@@ -200,3 +200,24 @@ def test_ssl_runs_default_to_stronger_crops_unless_told():
     assert _validate({"ssl": "simclr"}).min_crop_scale == 0.2
     assert _validate({"ssl": "simclr", "min_crop_scale": 0.6}).min_crop_scale == 0.6
     assert _validate({}).min_crop_scale == 0.5
+
+
+def test_view_strengths_change_the_views():
+    """--greyscale-probability 1 greys every view; --blur-probability 1 smooths it; 0 leaves colour and detail."""
+    from PIL import Image
+
+    from lookalike.images import Preprocessing
+    from lookalike.training.self_supervised import ssl_augment
+
+    spec = Preprocessing(image_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 255, (64, 64, 3)).astype("uint8"))
+
+    def view(greyscale: float, blur: float) -> torch.Tensor:
+        torch.manual_seed(0)  # the same crop, flip and blur sigma for every variant
+        return ssl_augment(spec, 1.0, jitter=0.0, greyscale=greyscale, blur=blur)(image)
+
+    grey, colour, blurred = view(1.0, 0.0), view(0.0, 0.0), view(0.0, 1.0)
+    torch.testing.assert_close(grey[0], grey[1])
+    assert (colour[0] - colour[1]).abs().mean() > 0.1
+    assert blurred.diff(dim=2).abs().mean() < 0.8 * colour.diff(dim=2).abs().mean()
