@@ -24,6 +24,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from lookalike.errors import LookalikeError
+from lookalike.faces import Face, FaceDetector, NoFaceError, create_detector
 from lookalike.images import Preprocessing, preprocess
 
 ENCODER_FILE = "encoder.pt2"
@@ -79,20 +80,42 @@ def write_bundle(directory: str | Path, model: torch.nn.Module, spec: BundleSpec
 
 
 class Encoder:
-    """A loaded bundle: turns PIL images into L2-normalised float32 embeddings."""
+    """A loaded bundle: turns PIL images into L2-normalised float32 embeddings.
+
+    A face bundle (`spec.preprocessing.face`) embeds the face of a picture: `find_faces` detects
+    them (batched), `preprocess(image, face)` cuts one aligned, and `embed` takes each picture's
+    largest face.
+    """
 
     def __init__(self, module: torch.nn.Module, spec: BundleSpec, batch_size: int = 64) -> None:
         self.module = module
         self.spec = spec
         self.batch_size = batch_size
+        self._detector: FaceDetector | None = None
+        self._detector_lock = threading.Lock()
 
     @property
     def embedding_size(self) -> int:
         return self.spec.embedding_size
 
-    def preprocess(self, image: Image.Image) -> np.ndarray:
-        """One picture as the network's input [3, S, S], exactly as the bundle prescribes."""
-        return preprocess(image, self.spec.preprocessing)
+    @property
+    def aligns_faces(self) -> bool:
+        return self.spec.preprocessing.face is not None
+
+    def find_faces(self, images: Sequence[Image.Image]) -> list[list[Face]]:
+        """Per picture, its faces largest first, found by the bundle's detector in one batch."""
+        alignment = self.spec.preprocessing.face
+        if alignment is None:
+            raise BundleError("this bundle embeds whole pictures: it has no face detector")
+        with self._detector_lock:  # built on first use: a product bundle never loads one
+            if self._detector is None:
+                self._detector = create_detector(alignment.detector, min_score=alignment.min_score)
+        return self._detector.detect(images)
+
+    def preprocess(self, image: Image.Image, face: Face | None = None) -> np.ndarray:
+        """One picture (for a face bundle: one of its faces) as the network's input [3, S, S],
+        exactly as the bundle prescribes."""
+        return preprocess(image, self.spec.preprocessing, face)
 
     def forward(self, inputs: np.ndarray) -> np.ndarray:
         """Embeddings [B, D] of preprocessed inputs [B, 3, S, S], in chunks of `batch_size`."""
@@ -105,12 +128,22 @@ class Encoder:
         return out
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Embeddings [B, D] of pictures; at most `batch_size` preprocessed inputs are held at once."""
+        """Embeddings [B, D] of pictures (of their largest faces, for a face bundle: `NoFaceError`
+        when one has none); at most `batch_size` preprocessed inputs are held at once."""
         out = np.empty((len(images), self.embedding_size), dtype=np.float32)
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
-            out[start : start + len(chunk)] = self.forward(np.stack([self.preprocess(im) for im in chunk]))
+            faces = self.largest_faces(chunk) if self.aligns_faces else [None] * len(chunk)
+            out[start : start + len(chunk)] = self.forward(
+                np.stack([self.preprocess(image, face) for image, face in zip(chunk, faces, strict=True)])
+            )
         return out
+
+    def largest_faces(self, images: Sequence[Image.Image]) -> list[Face]:
+        faces = self.find_faces(images)
+        if missing := [n for n, found in enumerate(faces) if not found]:
+            raise NoFaceError(f"no face found in {len(missing)} of {len(images)} pictures (the first: #{missing[0]})")
+        return [found[0] for found in faces]
 
 
 def read_spec(path: str | Path) -> BundleSpec:

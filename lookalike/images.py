@@ -14,6 +14,9 @@ import numpy as np
 from PIL import Image, ImageOps
 from pydantic import BaseModel, Field
 
+from lookalike.faces.align import FaceAlignment, align_face
+from lookalike.faces.detect import Face
+
 CropMode = Literal["center", "squash"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -34,6 +37,11 @@ class Preprocessing(BaseModel):
         default="center",
         description="center: cut the central square (no distortion); squash: resize the whole picture to a square "
         "(wide product photos keep both ends, e.g. a car's front and rear).",
+    )
+    face: FaceAlignment | None = Field(
+        None,
+        description="Detect faces and align each onto a template (then crop_fraction and crop_mode do not apply); "
+        "None: the picture itself is the input (products, pre-cropped faces).",
     )
 
 
@@ -91,9 +99,20 @@ def to_square(image: Image.Image, size: int, mode: CropMode) -> Image.Image:
     return image.resize((size, size), Image.Resampling.BICUBIC, box=box)
 
 
-def preprocess(image: Image.Image, spec: Preprocessing) -> np.ndarray:
-    """RGB PIL image -> normalised float32 array [3, size, size]."""
-    image = to_square(central_crop(image.convert("RGB"), spec.crop_fraction), spec.image_size, spec.crop_mode)
+def frame(image: Image.Image, spec: Preprocessing, face: Face | None = None, size: int | None = None) -> Image.Image:
+    """The square RGB picture the encoder sees (`size`, else the spec's): the aligned crop of `face`
+    when the spec aligns faces, else the central crop squared."""
+    size = size or spec.image_size
+    if spec.face is not None:
+        if face is None:
+            raise ValueError("this preprocessing aligns faces: a detected face is needed")
+        return align_face(image.convert("RGB"), face.landmarks, size, spec.face)
+    return to_square(central_crop(image.convert("RGB"), spec.crop_fraction), size, spec.crop_mode)
+
+
+def preprocess(image: Image.Image, spec: Preprocessing, face: Face | None = None) -> np.ndarray:
+    """RGB PIL image (and, for a face spec, the face to cut) -> normalised float32 array [3, size, size]."""
+    image = frame(image, spec, face)
     array = np.asarray(image, dtype=np.float32) / 255.0
     array = (array - np.asarray(spec.mean, dtype=np.float32)) / np.asarray(spec.std, dtype=np.float32)
     return np.ascontiguousarray(array.transpose(2, 0, 1))

@@ -79,3 +79,14 @@ def run_torchrun(*args: str, port: int, timeout: float = 600) -> subprocess.Comp
         timeout=timeout,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
+
+
+def place(image: Image.Image, canvas: tuple[int, int], scale: float, angle: float, at: tuple[int, int]) -> Image.Image:
+    """`image` scaled, rotated by `angle` degrees (counter-clockwise) and pasted with its top-left
+    corner at `at` on a mid-grey `canvas`: a photo in which the face is somewhere, tilted."""
+    size = (round(image.width * scale), round(image.height * scale))
+    moved = image.convert("RGB").resize(size, Image.Resampling.BICUBIC)
+    mask = Image.new("L", size, 255).rotate(angle, Image.Resampling.BILINEAR, expand=True)
+    out = Image.new("RGB", canvas, (128, 128, 128))
+    out.paste(moved.rotate(angle, Image.Resampling.BICUBIC, expand=True), at, mask)
+    return out
