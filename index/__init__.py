@@ -14,7 +14,7 @@ these, never the modules behind them.
 """
 
 from lookalike.index.build import add_to_index, build_index, remove_from_index
-from lookalike.index.gallery import GalleryError, GalleryItem, embed_items, read_gallery
+from lookalike.index.gallery import EmbeddedGallery, GalleryError, GalleryItem, embed_items, read_gallery
 from lookalike.index.kinds import INDEX_KINDS, IndexKind, create_kind
 from lookalike.index.lock import IndexBusyError, writer_lock
 from lookalike.index.metadata import Entry
@@ -30,6 +30,7 @@ from lookalike.index.versions import NoIndexError, current_version, publish, sta
 
 __all__ = [
     "INDEX_KINDS",
+    "EmbeddedGallery",
     "Entry",
     "GalleryError",
     "GalleryIndex",

@@ -38,19 +38,29 @@ def build_index(
     """Embed the whole gallery into a fresh version and publish it; the old one serves until then."""
     encoder = load_bundle(bundle, batch_size=batch_size)
     started = time.perf_counter()
-    vectors, kept, skipped = embed_items(encoder, read_gallery(gallery), batch_size)
+    embedded = embed_items(encoder, read_gallery(gallery), batch_size)
     root.mkdir(parents=True, exist_ok=True)
     with writer_lock(root, lock_timeout_s), staged_version(root) as staging:
-        entries = entries_from(kept, next_free_id(root))  # a rebuild keeps counting: ids are never reused
-        built = GalleryIndex.create(staging, kind, vectors, entries, encoder.spec.content_hash, str(gallery), skipped)
+        entries = entries_from(embedded.items, next_free_id(root))  # a rebuild keeps counting: ids are never reused
+        built = GalleryIndex.create(
+            staging,
+            kind,
+            embedded.vectors,
+            entries,
+            encoder.spec.content_hash,
+            str(gallery),
+            embedded.unreadable,
+            embedded.faceless,
+        )
         built.verify()
         publish(root, staging)
     log.info(
-        "published %s index of %d images (%d labels, %d skipped) at %s in %.1fs",
+        "published %s index of %d images (%d labels, %d unreadable and %d without a face skipped) at %s in %.1fs",
         kind,
         built.size,
         built.manifest.labels,
-        skipped,
+        embedded.unreadable,
+        embedded.faceless,
         staging,
         time.perf_counter() - started,
     )
@@ -63,15 +73,21 @@ def add_to_index(
     """Embed more images and publish the current version plus them (copy-on-write)."""
     encoder = load_bundle(bundle, batch_size=batch_size)
     read_manifest(current_version(root), encoder.spec.content_hash)  # refuse another bundle before embedding
-    vectors, kept, skipped = embed_items(encoder, read_gallery(gallery), batch_size)
+    embedded = embed_items(encoder, read_gallery(gallery), batch_size)
     with writer_lock(root, lock_timeout_s), staged_version(root) as staging:
         live = GalleryIndex.open(current_version(root), encoder.spec.content_hash)
         updated = live.copy_to(staging)
-        updated.add(vectors, entries_from(kept, live.next_id()))
+        updated.add(embedded.vectors, entries_from(embedded.items, live.next_id()))
         updated.save()
         updated.verify()
         publish(root, staging)
-    log.info("added %d images (%d skipped); index now holds %d", len(kept), skipped, updated.size)
+    log.info(
+        "added %d images (%d unreadable and %d without a face skipped); index now holds %d",
+        len(embedded.items),
+        embedded.unreadable,
+        embedded.faceless,
+        updated.size,
+    )
     return updated
 
 

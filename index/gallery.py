@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -61,11 +61,18 @@ def read_manifest(path: Path) -> list[GalleryItem]:
     return items
 
 
-def embed_items(
-    encoder: Encoder, items: list[GalleryItem], batch_size: int = 64
-) -> tuple[np.ndarray, list[GalleryItem], int]:
-    """Embed readable items in batches; unreadable ones are logged, counted and left out."""
-    vectors, kept, skipped = [], [], 0
+@dataclass(frozen=True)
+class EmbeddedGallery:
+    vectors: np.ndarray  # [len(items), D]
+    items: list[GalleryItem]  # those embedded; a face bundle's carry their face in metadata["face"]
+    unreadable: int  # images that could not be decoded
+    faceless: int  # images in which a face bundle's detector found no face
+
+
+def embed_items(encoder: Encoder, items: list[GalleryItem], batch_size: int = 64) -> EmbeddedGallery:
+    """Embed readable items in batches (for a face bundle: each image's largest face, its box kept
+    in the item's metadata); unreadable and faceless images are logged, counted and left out."""
+    vectors, kept, unreadable, faceless = [], [], 0, 0
     progress = tqdm(total=len(items), desc="embedding gallery", unit="img")
     for start in range(0, len(items), batch_size):
         images, batch_items = [], []
@@ -75,12 +82,32 @@ def embed_items(
                 batch_items.append(item)
             except (OSError, ValueError) as err:
                 log.warning("skipping unreadable gallery image %s: %s", item.path, err)
-                skipped += 1
+                unreadable += 1
+        if encoder.aligns_faces and images:
+            found = encoder.find_faces(images)
+            for item in (item for item, faces in zip(batch_items, found, strict=True) if not faces):
+                log.warning("skipping gallery image %s: no face found", item.path)
+            faceless += sum(not faces for faces in found)
+            images = [image for image, faces in zip(images, found, strict=True) if faces]
+            batch_items = [
+                replace(item, metadata={**(item.metadata or {}), "face": faces[0].to_dict()})
+                for item, faces in zip(batch_items, found, strict=True)
+                if faces
+            ]
+            faces = [faces[0] for faces in found if faces]
+        else:
+            faces = [None] * len(images)
         if images:
-            vectors.append(encoder.embed(images))
+            vectors.append(
+                encoder.forward(np.stack([encoder.preprocess(im, f) for im, f in zip(images, faces, strict=True)]))
+            )
             kept.extend(batch_items)
         progress.update(min(batch_size, len(items) - start))
     progress.close()
     if not kept:
-        raise GalleryError("no gallery image could be read: nothing to index")
-    return np.concatenate(vectors), kept, skipped
+        raise GalleryError(
+            "no gallery image could be read" + (f" ({faceless} had no face)" if faceless else "") + ": nothing to index"
+        )
+    if faceless:
+        log.warning("%d of %d gallery images had no face and were left out", faceless, len(items))
+    return EmbeddedGallery(np.concatenate(vectors), kept, unreadable, faceless)

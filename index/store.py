@@ -45,6 +45,7 @@ class IndexManifest(BaseModel):
     created: float
     source: str = ""
     skipped_images: int = 0
+    faceless_images: int = Field(0, description="gallery images left out because a face bundle found no face in them")
     next_id: int = Field(0, description="the next id this index root hands out: ids are never reused")
     files: dict[str, str] = Field(
         default_factory=dict, description="sha256 of each data file, checked on load (empty before 0.2)"
@@ -116,6 +117,7 @@ class GalleryIndex:
         bundle_hash: str,
         source: str = "",
         skipped_images: int = 0,
+        faceless_images: int = 0,
     ) -> GalleryIndex:
         """Write a new index version into the (empty) `directory`."""
         if len(vectors) == 0:
@@ -135,6 +137,7 @@ class GalleryIndex:
             created=time.time(),
             source=source,
             skipped_images=skipped_images,
+            faceless_images=faceless_images,
         )
         gallery = cls(directory, index, metadata, manifest, index_kind)
         gallery.save()
