@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lookalike.errors import LookalikeError
+from lookalike.faces import NoFaceError
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, err: ApiError) -> JSONResponse:
         return error_response(err.status, err.error, err.detail, err.headers)
+
+    @app.exception_handler(NoFaceError)
+    async def no_face(_: Request, err: NoFaceError) -> JSONResponse:
+        return error_response(422, "no_face", f"{err}: send a photo in which a face is clearly visible")
 
     @app.exception_handler(BodyTooLarge)
     async def body_too_large(_: Request, err: BodyTooLarge) -> JSONResponse:

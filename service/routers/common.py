@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
 from fastapi import UploadFile
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
+from lookalike.faces import Face
+from lookalike.service.batcher import Embedded
 from lookalike.service.deps import ServiceState
+from lookalike.service.schemas import DetectedFace
 from lookalike.service.uploads import decode_image, read_upload
 
 
@@ -22,6 +24,11 @@ async def decode_uploads(state: ServiceState, *uploads: UploadFile) -> list[Imag
     return images
 
 
-async def embed_uploads(state: ServiceState, *uploads: UploadFile) -> np.ndarray:
-    """Decode the uploads, then embed them together (batched with other requests' images)."""
+async def embed_uploads(state: ServiceState, *uploads: UploadFile) -> list[Embedded]:
+    """Decode the uploads, then embed them (their largest faces) together, batched with other
+    requests' images."""
     return await state.batcher.embed(await decode_uploads(state, *uploads))
+
+
+def detected_face(face: Face | None) -> DetectedFace | None:
+    return None if face is None else DetectedFace(**face.to_dict())

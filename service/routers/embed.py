@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from lookalike.service.deps import State
-from lookalike.service.routers.common import embed_uploads
+from lookalike.service.routers.common import detected_face, embed_uploads
 from lookalike.service.schemas import IMAGE_ERRORS, EmbedResponse, ImageUpload
 
 router = APIRouter(tags=["embed"])
@@ -17,5 +17,7 @@ router = APIRouter(tags=["embed"])
     responses=IMAGE_ERRORS,
 )
 async def embed(state: State, image: ImageUpload) -> EmbedResponse:
-    vector = (await embed_uploads(state, image))[0]
-    return EmbedResponse(embedding=vector.tolist(), dimension=len(vector))
+    (embedded,) = await embed_uploads(state, image)
+    return EmbedResponse(
+        embedding=embedded.vector.tolist(), dimension=len(embedded.vector), face=detected_face(embedded.face)
+    )

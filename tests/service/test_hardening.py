@@ -106,7 +106,7 @@ def test_a_job_that_fails_fails_only_its_own_request(tiny_bundle, gallery):
     assert isinstance(results[2], ZeroDivisionError)
     expected = encoder.embed(good)
     for got, want in zip([results[n] for n in (0, 1, 3, 4, 5)], expected, strict=True):
-        np.testing.assert_allclose(got[0], want, atol=1e-5)
+        np.testing.assert_allclose(got[0].vector, want, atol=1e-5)
 
 
 def stream_chunked_upload(base: str, total: int, headers: dict[str, str]) -> tuple[int, int]:

@@ -77,6 +77,7 @@ def test_search_finds_the_gallery_image_and_groups_labels(http, gallery):
     assert best["label"] == "label3" and best["source"].endswith("label3/2.png")
     assert best["score"] == pytest.approx(1.0, abs=1e-4)
     assert body["unknown"] is False
+    assert body["face"] is None and body["faces"] is None  # a product bundle: the whole picture, no detector
     labels = [r["label"] for r in body["results"]]
     grouped = {g["label"]: g for g in body["identities"]}
     assert set(grouped) == set(labels)
@@ -95,6 +96,7 @@ def test_verify_and_embed(http, gallery, tiny_bundle):
         },
     )
     assert same.status_code == 200 and same.json()["same"] is True
+    assert same.json()["face_a"] is None and same.json()["face_b"] is None
     assert same.json()["score"] == pytest.approx(1.0, abs=1e-4)
     other = c.post(
         f"{base}/verify",
@@ -284,10 +286,12 @@ def test_one_batch_serves_embeddings_and_searches_in_two_index_versions(tiny_bun
         finally:
             await batcher.stop()
 
-    old_hits, new_hits, vectors = asyncio.run(together())
+    (old_face,), (new_face,), embedded = asyncio.run(together())
+    old_hits, new_hits = old_face.hits, new_face.hits
     assert batches == [4]
     expected = encoder.embed([query, other])
-    np.testing.assert_allclose(vectors, expected, atol=1e-5)
+    np.testing.assert_allclose(np.stack([e.vector for e in embedded]), expected, atol=1e-5)
+    assert {e.face for e in [old_face, new_face, *embedded]} == {None}  # no face alignment: whole pictures
     assert [h.id for h in old_hits] == [h.id for h in old.search(expected[:1], 2)[0]]
     assert [h.id for h in new_hits] == [h.id for h in new.search(expected[:1], 5)[0]]
     assert (len(old_hits), len(new_hits)) == (2, 5)
