@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lookalike.errors import ConfigError
+from lookalike.faces import DETECTORS
 from lookalike.images import CropMode
 from lookalike.training.metric_learning import LOSSES, MINERS, create_criterion
 from lookalike.training.self_supervised import SSL_METHODS, check_ssl_args
@@ -47,6 +48,18 @@ class TrainConfig(BaseModel):
     crop_fraction: float = Field(1.0, gt=0, le=1)
     crop_mode: CropMode = Field(
         "center", description="center: the central square; squash: the whole picture, squared (wide product photos)."
+    )
+    align_faces: str | None = Field(
+        None,
+        description="Detect each image's largest face with this detector (mtcnn) and train on it aligned onto the "
+        "five-point template; the bundle then aligns the same way in index and service. Images without a face "
+        "are skipped and counted.",
+    )
+    face_margin: float = Field(
+        0.0, ge=0, le=1, description="Border added around the template's face, as a fraction of the crop side."
+    )
+    face_cache: Path | None = Field(
+        None, description="Where detections are cached (default ~/.cache/lookalike/faces-<detector>-<score>.jsonl)."
     )
     min_crop_scale: float = Field(
         0.5,
@@ -180,6 +193,26 @@ class TrainConfig(BaseModel):
         if name is not None:
             SSL_METHODS.get(name)
         return name
+
+    @field_validator("align_faces")
+    @classmethod
+    def _known_detector(cls, name: str | None) -> str | None:
+        if name is not None:
+            DETECTORS.get(name)
+        return name
+
+    @model_validator(mode="after")
+    def _framing_is_one_or_the_other(self) -> TrainConfig:
+        """Aligned faces are cut by their landmarks: a central crop's options would do nothing."""
+        if self.align_faces is None:
+            unused = [n for n in ("face_margin", "face_cache") if n in self.model_fields_set]
+            reason = "only used with --align-faces"
+        else:
+            unused = [n for n in ("crop_fraction", "crop_mode") if n in self.model_fields_set]
+            reason = "not used with --align-faces (the face's landmarks frame the crop)"
+        if unused:
+            raise ConfigError(f"{', '.join('--' + n.replace('_', '-') for n in unused)}: {reason}")
+        return self
 
     @model_validator(mode="after")
     def _options_fit_the_kind_of_run(self) -> TrainConfig:

@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +26,8 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from lookalike.errors import LookalikeError
-from lookalike.images import Preprocessing, central_crop, is_image_file, open_rgb, preprocess, to_square
+from lookalike.faces import Face
+from lookalike.images import Preprocessing, central_crop, frame, is_image_file, open_rgb, preprocess, to_square
 
 log = logging.getLogger(__name__)
 
@@ -129,14 +130,17 @@ def collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, int]:
     return torch.stack(images), torch.tensor(labels), len(batch) - len(good)
 
 
-def train_prepare(spec: Preprocessing) -> Callable[[Path], Image.Image]:
-    """Decode, cut the central crop and shrink to twice the training size: augmentation never
-    needs more pixels than that, and a 4000 px product photo then costs what a small one does.
-    "center" keeps the aspect (random crops may wander off-centre); "squash" squares the whole
-    picture, as evaluation does."""
+def train_prepare(spec: Preprocessing, faces: Mapping[Path, Face] | None = None) -> Callable[[Path], Image.Image]:
+    """Decode, frame and shrink to twice the training size: augmentation never needs more pixels
+    than that, and a 4000 px product photo then costs what a small one does. A face spec cuts
+    the aligned face (from `faces`, the detections of every image); otherwise the central crop,
+    where "center" keeps the aspect (random crops may wander off-centre) and "squash" squares
+    the whole picture, as evaluation does."""
 
     def prepare(path: Path) -> Image.Image:
         keep = 2 * spec.image_size
+        if spec.face is not None:
+            return frame(open_rgb(path), spec, faces[path], keep)
         with Image.open(path) as image:
             image.draft("RGB", _fit(image, math.ceil(keep / spec.crop_fraction)))  # JPEG: decode at 1/2..1/8 scale
             image = central_crop(open_rgb(image), spec.crop_fraction)
@@ -172,9 +176,9 @@ def train_augment(spec: Preprocessing, min_scale: float = 0.5) -> v2.Compose:
     )
 
 
-def eval_prepare(spec: Preprocessing) -> Callable[[Path], torch.Tensor]:
+def eval_prepare(spec: Preprocessing, faces: Mapping[Path, Face] | None = None) -> Callable[[Path], torch.Tensor]:
     """Exactly the bundle's preprocessing, so evaluation measures what the service will serve."""
-    return lambda path: torch.from_numpy(preprocess(open_rgb(path), spec))
+    return lambda path: torch.from_numpy(preprocess(open_rgb(path), spec, faces[path] if faces else None))
 
 
 def scan_unlabelled(root: str | Path) -> tuple[list[Path], dict[str, list[Path]]]:

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from lookalike.bundle import BundleSpec, write_bundle
 from lookalike.errors import ConfigError
+from lookalike.faces import FaceAlignment
 from lookalike.images import Preprocessing
 from lookalike.training.config import TrainConfig
 from lookalike.training.data import (
@@ -40,8 +41,9 @@ from lookalike.training.data import (
     scan_unlabelled,
     split_classes,
 )
-from lookalike.training.distributed import barrier, init_distributed, shutdown
+from lookalike.training.distributed import Dist, barrier, init_distributed, shutdown
 from lookalike.training.evaluate import embed_dataset, evaluate_embeddings, unlabelled_threshold
+from lookalike.training.faces import FaceTable, default_cache, locate_faces, with_faces
 from lookalike.training.model import EmbeddingModel
 from lookalike.training.objectives import MetricObjective, SelfSupervisedObjective
 from lookalike.training.plots import plot_metrics
@@ -76,19 +78,27 @@ def train(cfg: TrainConfig, criterion: Callable[[Tensor, Tensor], Tensor] | None
         std=data_config["std"],
         crop_fraction=cfg.crop_fraction,
         crop_mode=cfg.crop_mode,
+        face=FaceAlignment(detector=cfg.align_faces, margin=cfg.face_margin) if cfg.align_faces else None,
     )
     if cfg.ssl:
         train_images, eval_classes = load_unlabelled_splits(cfg)
-        objective = SelfSupervisedObjective(cfg, model, spec, train_images, dist)
+        faces, faceless = find_faces(cfg, spec, {"": train_images, **(eval_classes or {})}, dist)
+        if faces is not None:
+            train_images = [p for p in train_images if p in faces]
+            eval_classes = with_faces(eval_classes, faces) if eval_classes else eval_classes
+        objective = SelfSupervisedObjective(cfg, model, spec, train_images, dist, faces)
     else:
         train_classes, eval_classes = load_splits(cfg)
-        objective = MetricObjective(cfg, model, spec, train_classes, dist, criterion)
+        faces, faceless = find_faces(cfg, spec, {**train_classes, **eval_classes}, dist)
+        if faces is not None:
+            train_classes, eval_classes = with_faces(train_classes, faces), with_faces(eval_classes, faces)
+        objective = MetricObjective(cfg, model, spec, train_classes, dist, criterion, faces)
     objective.to(device)
     train_set, sampler = objective.train_set, objective.sampler
-    eval_set = ImageDataset(eval_classes, eval_prepare(spec), cache=cfg.cache_images) if eval_classes else None
+    eval_set = ImageDataset(eval_classes, eval_prepare(spec, faces), cache=cfg.cache_images) if eval_classes else None
     monitor_set = eval_set or ImageDataset(
         {"training sample": [s.path for s in train_set.samples[:: max(1, len(train_set) // MONITOR_IMAGES)]]},
-        eval_prepare(spec),
+        eval_prepare(spec, faces),
     )
     loader = DataLoader(
         train_set,
@@ -121,7 +131,8 @@ def train(cfg: TrainConfig, criterion: Callable[[Tensor, Tensor], Tensor] | None
         log.info("resumed from %s at epoch %d", out / "last.pt", start_epoch)
     elif dist.is_main:
         (out / "metrics.jsonl").unlink(missing_ok=True)
-        log_epoch(out, {"epoch": 0, "loss": None, **evaluate()})
+        counted = {"faceless_images": faceless} if faces is not None else {}
+        log_epoch(out, {"epoch": 0, "loss": None, **counted, **evaluate()})
     if dist.is_main:
         log.info(
             "training %s%s on %d images%s, %s, %d steps/epoch on %s",
@@ -190,6 +201,7 @@ def train(cfg: TrainConfig, criterion: Callable[[Tensor, Tensor], Tensor] | None
                     "train_images": len(train_set),
                     "eval_classes": len(eval_classes or {}),
                     "eval_images": len(eval_set or []),
+                    **({"faceless_images": faceless} if faces is not None else {}),
                     "threshold_from": "held-out classes" if eval_set else "random pairs of unlabelled images",
                     "config": json.loads(cfg.model_dump_json()),
                 },
@@ -218,6 +230,25 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def find_faces(
+    cfg: TrainConfig, spec: Preprocessing, groups: dict[str, list[Path]], dist: Dist
+) -> tuple[FaceTable | None, int]:
+    """(each image's largest face, how many images have none) for an --align-faces run, else (None, 0).
+    The main process detects and fills the cache; the other ranks then read it."""
+    if spec.face is None:
+        return None, 0
+    paths = [p for files in groups.values() for p in files]
+    cache = cfg.face_cache or default_cache(spec.face)
+    if not dist.is_main:
+        barrier(dist)
+    table, faceless, unreadable = locate_faces(paths, spec.face, cache)
+    if dist.is_main:
+        barrier(dist)
+    if not table:
+        raise DataError(f"{cfg.data}: the {spec.face.detector} detector found no face in any of {len(paths)} images")
+    return table, faceless + unreadable
 
 
 def load_splits(cfg: TrainConfig) -> tuple[dict, dict]:

@@ -21,6 +21,7 @@ from lookalike.images import Preprocessing
 from lookalike.training.config import SSL_BATCH, TrainConfig
 from lookalike.training.data import ImageDataset, train_augment, train_prepare
 from lookalike.training.distributed import Dist, gather_batches, sync_loss_gradients
+from lookalike.training.faces import FaceTable
 from lookalike.training.metric_learning import create_criterion
 from lookalike.training.model import EmbeddingModel
 from lookalike.training.sampler import PKSampler, ShuffledBatches
@@ -44,10 +45,11 @@ class MetricObjective:
         classes: dict[str, list[Path]],
         dist: Dist,
         criterion: Callable[[Tensor, Tensor], Tensor] | None,
+        faces: FaceTable | None = None,
     ) -> None:
         self.cfg, self.dist, self.module = cfg, dist, model
         augment = train_augment(spec, cfg.min_crop_scale)
-        self.train_set = ImageDataset(classes, train_prepare(spec), augment, cache=cfg.cache_images)
+        self.train_set = ImageDataset(classes, train_prepare(spec, faces), augment, cache=cfg.cache_images)
         self.sampler = PKSampler(
             self.train_set.labels, cfg.classes_per_batch, cfg.samples_per_class, cfg.seed, dist.rank, dist.world_size
         )
@@ -109,14 +111,20 @@ class SelfSupervisedObjective:
     """
 
     def __init__(
-        self, cfg: TrainConfig, model: EmbeddingModel, spec: Preprocessing, images: list[Path], dist: Dist
+        self,
+        cfg: TrainConfig,
+        model: EmbeddingModel,
+        spec: Preprocessing,
+        images: list[Path],
+        dist: Dist,
+        faces: FaceTable | None = None,
     ) -> None:
         self.cfg = cfg
         augment = ssl_augment(
             spec, cfg.min_crop_scale, cfg.jitter_strength, cfg.greyscale_probability, cfg.blur_probability
         )
         self.train_set = ImageDataset(
-            {"unlabelled": images}, train_prepare(spec), TwoViews(augment), cache=cfg.cache_images
+            {"unlabelled": images}, train_prepare(spec, faces), TwoViews(augment), cache=cfg.cache_images
         )
         batch = cfg.batch_size or SSL_BATCH
         self.sampler = ShuffledBatches(len(self.train_set), batch, cfg.seed, dist.rank, dist.world_size)
