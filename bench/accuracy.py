@@ -11,6 +11,10 @@ already there, so an interrupted run resumes where it stopped. Protocols:
   pairs whose identities are all in the test part; Recall@K and MAP@R over test identities
   with 2+ images; TAR at FAR=1e-3. Faces are centre-cropped (the central ~110 of 250 px).
 - att: AT&T s1-s30 train, s31-s40 test; a smoke test (raw pixels are already near-perfect).
+With `--wild`, LFW's test pairs are scored a second time on "wild" copies: each image placed at a
+random scale (0.3-1.0), position and rotation (+-20 degrees) on a 500 x 500 canvas, the same
+copy for every method. `batch_hard+align` trains and serves on MTCNN five-point aligned faces;
+an image in which its detector finds no face embeds as zeros (it matches nothing) and is counted.
 """
 
 from __future__ import annotations
@@ -20,13 +24,16 @@ import hashlib
 import json
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import get_args
 
 import numpy as np
 import torch
+from PIL import Image
+from tqdm import tqdm
 
-from lookalike.bundle import load_bundle
+from lookalike.bundle import Encoder, load_bundle
 from lookalike.images import CropMode, Preprocessing, open_rgb, preprocess
 from lookalike.training import (
     TrainConfig,
@@ -85,6 +92,8 @@ METHODS = {
         "epochs_fraction": 0.5,
         **BATCH_HARD,
     },
+    # Issue 15: the default recipe on five-point aligned faces instead of the centre crop.
+    "batch_hard+align": {**BATCH_HARD, "align_faces": "mtcnn"},
     "pml_semihard": {"loss": "triplet", "miner": "semihard", "synthesis": False, "pml": True},
     "pixels_pca": {"pixels": True},
 }
@@ -99,7 +108,9 @@ BUDGET = (
     "classes_per_batch",
     "samples_per_class",
     "min_crop_scale",
+    "wild",
 )
+WILD_CANVAS = 500
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -120,13 +131,13 @@ def test_split(name: str) -> tuple[dict, dict, dict]:
     return {n: classes[n] for n in train_names}, test, {n: v for n, v in test.items() if len(v) >= 2}
 
 
-def evaluate(name: str, embed) -> dict:
-    """Final metrics with `embed(list of paths) -> unit vectors [N, D]`."""
+def evaluate(name: str, embed: Callable[[list[Image.Image]], np.ndarray], wild: bool = False) -> dict:
+    """Final metrics with `embed(pictures) -> unit vectors [N, D]` (a zero row: no face found)."""
     _, test, retrievable = test_split(name)
     paths = [p for files in retrievable.values() for p in files]
     labels = np.array([i for i, files in enumerate(retrievable.values()) for _ in files])
-    vectors = embed(paths)
-    result = retrieval_metrics(vectors, labels)
+    vectors = embed_paths(embed, paths)
+    result = {**retrieval_metrics(vectors, labels), "faceless_images": int((~vectors.any(1)).sum())}
     pairs_file = DATASETS[name].get("pairs")
     if pairs_file:
         root = SHARED / DATASETS[name]["folder"]
@@ -136,7 +147,7 @@ def evaluate(name: str, embed) -> dict:
             if p.a.parent.name in test and p.b.parent.name in test
         ]
         needed = sorted({p for pair in pairs for p in (pair.a, pair.b)})
-        lookup = dict(zip(needed, embed(needed), strict=True))
+        lookup = dict(zip(needed, embed_paths(embed, needed), strict=True))
         scores = np.array([float(lookup[p.a] @ lookup[p.b]) for p in pairs])
         same = np.array([p.same for p in pairs])
         verification = verification_metrics(scores, same, np.array([p.fold for p in pairs]))
@@ -146,7 +157,62 @@ def evaluate(name: str, embed) -> dict:
         keep = np.unique(np.linspace(0, len(far) - 1, 200).astype(int))
         result.update({f"pairs_{k}": v for k, v in verification.items()})
         result["roc"] = {"far": far[keep].round(5).tolist(), "tar": tar[keep].round(5).tolist()}
+        if wild:
+            lookup = dict(zip(needed, embed_paths(embed, needed, wild_copy), strict=True))
+            wild_scores = np.array([float(lookup[p.a] @ lookup[p.b]) for p in pairs])
+            wild_verification = verification_metrics(wild_scores, same, np.array([p.fold for p in pairs]))
+            result.update({f"wild_pairs_{k}": v for k, v in wild_verification.items()})
+            result["wild_faceless_images"] = int(sum(not v.any() for v in lookup.values()))
     return result
+
+
+def embed_paths(
+    embed: Callable[[list[Image.Image]], np.ndarray],
+    paths: list[Path],
+    change: Callable[[Image.Image, Path], Image.Image] | None = None,
+    chunk: int = 256,
+) -> np.ndarray:
+    """`embed` over the pictures at `paths` (each passed through `change`), `chunk` decoded at a time."""
+    out = []
+    for start in tqdm(range(0, len(paths), chunk), desc="embedding test images", unit="chunk", leave=False):
+        images = [open_rgb(p) for p in paths[start : start + chunk]]
+        out.append(embed([change(im, p) for im, p in zip(images, paths[start:], strict=False)] if change else images))
+    return np.concatenate(out)
+
+
+def wild_copy(image: Image.Image, path: Path) -> Image.Image:
+    """`image` at a random scale (0.3-1.0), rotation (+-20 degrees) and position on a noisy grey
+    WILD_CANVAS square; the randomness is seeded by the file's name, so every method sees the same copy."""
+    rng = np.random.default_rng(int(hashlib.sha1(path.name.encode()).hexdigest()[:8], 16))
+    scale, angle = rng.uniform(0.3, 1.0), rng.uniform(-20, 20)
+    side = round(WILD_CANVAS * 0.5 * scale)  # a 250 px LFW frame at most half the canvas
+    face = image.resize((side, round(side * image.height / image.width)), Image.Resampling.BICUBIC)
+    mask = Image.new("L", face.size, 255).rotate(angle, Image.Resampling.BILINEAR, expand=True)
+    face = face.rotate(angle, Image.Resampling.BICUBIC, expand=True)
+    noise = rng.normal(128, 20, (WILD_CANVAS, WILD_CANVAS, 1)).clip(0, 255).astype(np.uint8).repeat(3, axis=2)
+    canvas = Image.fromarray(noise)
+    canvas.paste(
+        face,
+        (int(rng.integers(0, WILD_CANVAS - face.width + 1)), int(rng.integers(0, WILD_CANVAS - face.height + 1))),
+        mask,
+    )
+    return canvas
+
+
+def bundle_embedder(encoder: Encoder) -> Callable[[list[Image.Image]], np.ndarray]:
+    """The bundle's embeddings; for a face bundle, of each picture's largest face (zeros: none found)."""
+    if not encoder.aligns_faces:
+        return encoder.embed
+
+    def embed(images: list[Image.Image]) -> np.ndarray:
+        out = np.zeros((len(images), encoder.embedding_size), dtype=np.float32)
+        found = encoder.find_faces(images)
+        rows = [n for n, faces in enumerate(found) if faces]
+        if rows:
+            out[rows] = encoder.forward(np.stack([encoder.preprocess(images[n], found[n][0]) for n in rows]))
+        return out
+
+    return embed
 
 
 def read_results() -> list[dict]:
@@ -171,12 +237,16 @@ def budget_folder(name: str, budget: dict) -> Path:
 def run_training(name: str, method: str, seed: int, args: argparse.Namespace, out: Path) -> dict:
     """One recipe: a self-supervised stage, a metric stage, or the first feeding the second."""
     spec, recipe = DATASETS[name], METHODS[method]
+    framing = (
+        {"align_faces": recipe["align_faces"]}
+        if "align_faces" in recipe
+        else {"crop_fraction": spec["crop_fraction"], "crop_mode": args.crop_mode}
+    )
     common = {
         "data": SHARED / spec["folder"] / "images",
         "split": spec["split"],
         "train_fraction": spec["train_fraction"],
-        "crop_fraction": spec["crop_fraction"],
-        "crop_mode": args.crop_mode,
+        **framing,
         "backbone": args.backbone,
         "image_size": args.image_size,
         "lr": args.lr,
@@ -211,8 +281,7 @@ def run_training(name: str, method: str, seed: int, args: argparse.Namespace, ou
         train(cfg, criterion=pml_criterion(0.2 if cfg.margin is None else cfg.margin) if recipe.get("pml") else None)
     total = time.perf_counter() - started
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    encoder = load_bundle(out / "bundle")
-    result.update(evaluate(name, lambda paths: encoder.embed([open_rgb(p) for p in paths])))
+    result.update(evaluate(name, bundle_embedder(load_bundle(out / "bundle")), args.wild))
     return {
         **result,
         "recall@1_per_epoch": [r["recall@1"] for r in rows],
@@ -233,18 +302,19 @@ def run_pixels(name: str, args: argparse.Namespace) -> dict:
         crop_mode=args.crop_mode,
     )
 
-    def pixels(paths):
-        return np.stack([preprocess(open_rgb(p).convert("L"), spec)[0].ravel() for p in paths])
+    def pixels(images: list[Image.Image]) -> np.ndarray:
+        return np.stack([preprocess(image.convert("L"), spec)[0].ravel() for image in images])
 
     train_classes, _, _ = test_split(name)
     train_paths = [p for files in train_classes.values() for p in files][:5000]
-    pca = PCA(n_components=min(args.embedding_size, len(train_paths)), random_state=0).fit(pixels(train_paths))
+    pca = PCA(n_components=min(args.embedding_size, len(train_paths)), random_state=0)
+    pca.fit(np.concatenate([pixels([open_rgb(p) for p in train_paths[n : n + 256]]) for n in range(0, 5000, 256)]))
 
-    def embed(paths):
-        vectors = pca.transform(pixels(paths)).astype(np.float32)
+    def embed(images: list[Image.Image]) -> np.ndarray:
+        vectors = pca.transform(pixels(images)).astype(np.float32)
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
-    return {**evaluate(name, embed), "epoch_seconds": 0.0, "train_seconds": 0.0}
+    return {**evaluate(name, embed, args.wild), "epoch_seconds": 0.0, "train_seconds": 0.0}
 
 
 def budget_of(args: argparse.Namespace) -> dict:
@@ -318,7 +388,9 @@ def section(name: str, title: str, subset: list[dict], suffix: str) -> list[str]
     lines = [f"## {title}", "", f"Budget: `{json.dumps(subset[0]['budget'])}` on {subset[0]['device']}.", ""]
     verification = name == "lfw"
     header = ["method", "seeds", "R@1", "R@2", "R@4", "R@8", "MAP@R"]
+    wild = verification and all("wild_pairs_accuracy" in r for r in subset)
     header += ["pairs acc", "TAR@FAR=1e-3", "pairs"] if verification else []
+    header += ["wild pairs acc", "no face (test / wild)"] if wild else []
     header += ["s/epoch", "train min"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -336,6 +408,14 @@ def section(name: str, title: str, subset: list[dict], suffix: str) -> list[str]
                 mean_std([r["pairs_tar@far=1e-3"] for r in runs]),
                 str(runs[0]["pairs_pairs"]),
             ]
+            cells += (
+                [
+                    mean_std([r["wild_pairs_accuracy"] for r in runs]),
+                    f"{runs[0]['faceless_images']} / {runs[0]['wild_faceless_images']}",
+                ]
+                if wild
+                else []
+            )
             roc_ax.plot(runs[0]["roc"]["far"], runs[0]["roc"]["tar"], label=method)
         cells += [
             f"{min(r['epoch_seconds'] for r in runs):.1f}",
@@ -454,6 +534,11 @@ def main() -> None:
         help="smallest area a random training crop keeps",
     )
     run.add_argument("--workers", type=int, default=2)
+    run.add_argument(
+        "--wild",
+        action="store_true",
+        help="also score LFW's test pairs on wild copies (random scale, position, rotation on a larger canvas)",
+    )
     run.set_defaults(handler=command_run)
     commands.add_parser("report", help="render docs/results.md and plots").set_defaults(handler=command_report)
     args = parser.parse_args()

@@ -1,11 +1,14 @@
 """Throughput and latency of POST /search against a real uvicorn server on loopback, next to the
 raw batched forward throughput of the same encoder in-process (the ceiling), measured in one run;
-and single-query latency of flat vs HNSW search over a large synthetic gallery.
+/search on real face photos with five-point alignment against the same network on the whole
+picture; and single-query latency of flat vs HNSW search over a large synthetic gallery.
 
     python -m bench.service [--bundle DIR] [--requests 200] [--gallery-vectors 1000000] [--json]
+                            [--parts http faces search]
 
 Without --bundle, an untrained encoder of the default training config (resnet18, 96 px, 128-d)
-is exported to a temporary folder: throughput does not depend on the weights.
+is exported to a temporary folder: throughput does not depend on the weights. The faces part
+uploads LFW photos (../shared/data) and is left out, saying so, when they are absent.
 """
 
 from __future__ import annotations
@@ -21,26 +24,31 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from bench.table import print_rows
 from lookalike.bundle import Encoder, load_bundle
 from lookalike.cli import start_server, stop_server
+from lookalike.faces import FaceAlignment
 from lookalike.index import build_index, create_kind
 
+LFW = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lfw" / "images"
 
-def default_bundle(directory: Path) -> Path:
+
+def default_bundle(directory: Path, face: FaceAlignment | None = None) -> Path:
     from lookalike.bundle import BundleSpec, write_bundle
     from lookalike.images import Preprocessing
     from lookalike.training import EmbeddingModel
 
+    torch.manual_seed(0)  # the face and whole-picture bundles carry the same weights
     model = EmbeddingModel("resnet18", 128)
     cfg = model.data_config()
     spec = BundleSpec(
         backbone="resnet18",
         embedding_size=128,
         threshold=0.5,
-        preprocessing=Preprocessing(image_size=96, mean=cfg["mean"], std=cfg["std"]),
+        preprocessing=Preprocessing(image_size=96, mean=cfg["mean"], std=cfg["std"], face=face),
     )
     write_bundle(directory, model, spec)
     return directory
@@ -166,11 +174,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--gallery-vectors", type=int, default=1_000_000)
-    parser.add_argument("--parts", nargs="+", choices=["http", "search"], default=["http", "search"])
+    parser.add_argument("--parts", nargs="+", choices=["http", "faces", "search"], default=["http", "faces", "search"])
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if "http" in args.parts:
         http_throughput(args)
+    if "faces" in args.parts:
+        face_throughput(args)
     if "search" in args.parts:
         print_rows(search_latency(args.gallery_vectors, 128), args.json, "single-query search latency, 128-d")
 
@@ -211,6 +221,49 @@ def http_throughput(args: argparse.Namespace) -> None:
         args.json,
         f"POST /search on uvicorn (loopback, max batch {args.max_batch}) vs raw batched "
         f"forward in-process; {os.cpu_count()} CPU(s)",
+    )
+
+
+def face_throughput(args: argparse.Namespace) -> None:
+    """/search with real LFW uploads, through a face bundle (MTCNN, five-point alignment, then the
+    network) and through the same network on the whole picture: what detection costs a request."""
+    if not LFW.is_dir():
+        print(f"faces part left out: {LFW} is missing (../shared/data beside the project)")
+        return
+    people = sorted(p for p in LFW.iterdir() if p.is_dir() and len(list(p.glob("*.jpg"))) >= 4)[:16]
+    photos = [sorted(p.glob("*.jpg"))[:4] for p in people]
+    uploads = [path.read_bytes() for group in photos for path in group]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        for group in photos:  # the first two of each person in the gallery, all four as queries
+            (tmp_path / "gallery" / group[0].parent.name).mkdir(parents=True)
+            for path in group[:2]:
+                (tmp_path / "gallery" / path.parent.name / path.name).write_bytes(path.read_bytes())
+        for framing, face in (("whole picture", None), ("mtcnn + 5-point align", FaceAlignment())):
+            bundle = default_bundle(tmp_path / framing.replace(" ", "_"), face)
+            index = tmp_path / f"index_{len(rows)}"
+            build_index(bundle, tmp_path / "gallery", index)
+            process, base = start_server(bundle, index, env={"LOOKALIKE_MAX_BATCH": str(args.max_batch)})
+            try:
+                for concurrency in args.concurrency:
+                    throughput, latencies = asyncio.run(load(base, uploads, concurrency, args.requests))
+                    rows.append(
+                        {
+                            "framing": framing,
+                            "concurrency": concurrency,
+                            "req_per_s": throughput,
+                            "p50_ms": 1000 * statistics.median(latencies),
+                            "p99_ms": 1000 * float(np.percentile(latencies, 99)),
+                        }
+                    )
+            finally:
+                stop_server(process)
+    print_rows(
+        rows,
+        args.json,
+        f"POST /search with {len(uploads)} LFW photos (250 px JPEG), resnet18 at 96 px, max batch "
+        f"{args.max_batch}; {os.cpu_count()} CPU(s)",
     )
 
 
