@@ -130,6 +130,10 @@ async def load(base: str, images: list[bytes], concurrency: int, total: int) -> 
     return total / (time.perf_counter() - start), latencies
 
 
+def percentiles_ms(seconds: list[float]) -> dict[str, float]:
+    return {"p50_ms": 1000 * statistics.median(seconds), "p99_ms": 1000 * float(np.percentile(seconds, 99))}
+
+
 def search_latency(n_vectors: int, dim: int, queries: int = 200) -> list[dict]:
     """The product's own index kinds (their default parameters) on unit vectors; queries are
     gallery vectors plus a little noise, so each has a true nearest neighbour."""
@@ -156,8 +160,7 @@ def search_latency(n_vectors: int, dim: int, queries: int = 200) -> list[dict]:
                 "index": name,
                 "vectors": n_vectors,
                 "build_s": build,
-                "p50_ms": 1000 * statistics.median(times),
-                "p99_ms": 1000 * float(np.percentile(times, 99)),
+                **percentiles_ms(times),
                 "recall@1_vs_flat": float(np.mean([a[0] == b[0] for a, b in zip(found, exact, strict=True)])),
                 "recall@10_vs_flat": float(
                     np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, exact, strict=True)])
@@ -208,8 +211,7 @@ def http_throughput(args: argparse.Namespace) -> None:
                     {
                         "concurrency": concurrency,
                         "req_per_s": throughput,
-                        "p50_ms": 1000 * statistics.median(latencies),
-                        "p99_ms": 1000 * float(np.percentile(latencies, 99)),
+                        **percentiles_ms(latencies),
                         "raw_forward_img_per_s": ceiling,
                         "ratio_to_raw": throughput / ceiling,
                     }
@@ -253,8 +255,7 @@ def face_throughput(args: argparse.Namespace) -> None:
                             "framing": framing,
                             "concurrency": concurrency,
                             "req_per_s": throughput,
-                            "p50_ms": 1000 * statistics.median(latencies),
-                            "p99_ms": 1000 * float(np.percentile(latencies, 99)),
+                            **percentiles_ms(latencies),
                         }
                     )
             finally:

@@ -68,6 +68,23 @@ def tiny_train_args(data: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
+def tiny_run_args(data: Path, out: Path, *extra: str) -> list[str]:
+    """`tiny_train_args` with 16-d embeddings, P 2 x K 2 batches and half the classes held out."""
+    return tiny_train_args(
+        data,
+        out,
+        "--embedding-size",
+        "16",
+        "--classes-per-batch",
+        "2",
+        "--samples-per-class",
+        "2",
+        "--train-fraction",
+        "0.5",
+        *extra,
+    )
+
+
 def run_torchrun(*args: str, port: int, timeout: float = 600) -> subprocess.CompletedProcess:
     """`torchrun --nproc-per-node 2 -m lookalike.cli ARGS`: two Gloo processes on the CPU, one thread each."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port)]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lookalike.bundle import read_spec
-from tests.helpers import run_cli, tiny_train_args, write_image
+from tests.helpers import run_cli, tiny_run_args, tiny_train_args, write_image
 
 PEOPLE = ("Zinedine_Zidane", "Yoko_Ono", "Valentino_Rossi", "Tony_Stewart")
 
@@ -28,25 +28,7 @@ def faces_folder(tmp_path, lfw) -> Path:
 
 
 def align_args(data: Path, out: Path, cache: Path, *extra: str) -> list[str]:
-    return tiny_train_args(
-        data,
-        out,
-        "--align-faces",
-        "mtcnn",
-        "--face-cache",
-        str(cache),
-        "--embedding-size",
-        "16",
-        "--classes-per-batch",
-        "2",
-        "--samples-per-class",
-        "2",
-        "--train-fraction",
-        "0.5",
-        "--epochs",
-        "1",
-        *extra,
-    )
+    return tiny_run_args(data, out, "--align-faces", "mtcnn", "--face-cache", str(cache), "--epochs", "1", *extra)
 
 
 @pytest.mark.slow

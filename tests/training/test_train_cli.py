@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lookalike.bundle import read_spec
-from tests.helpers import run_cli, run_torchrun, tiny_train_args, write_image
+from tests.helpers import run_cli, run_torchrun, tiny_run_args, write_image
 
 
 @pytest.fixture
@@ -40,22 +40,6 @@ def test_train_refuses_bad_input_with_a_clear_message(tmp_path, two_class_folder
     result = run_cli("train", "--out", str(tmp_path / "run"), "--epochs", "1", *make_args(tmp_path))
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
-
-
-def tiny_run_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return tiny_train_args(
-        data,
-        out,
-        "--embedding-size",
-        "16",
-        "--classes-per-batch",
-        "2",
-        "--samples-per-class",
-        "2",
-        "--train-fraction",
-        "0.5",
-        *extra,
-    )
 
 
 @pytest.mark.slow
