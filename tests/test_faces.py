@@ -116,3 +116,20 @@ def test_the_same_face_anywhere_in_a_photo_embeds_the_same(face_bundles, lfw, sc
     assert moved_by < 0.1 * other_at, (moved_by, other_at)
     moved_by, other_at = distances(face_bundles["centre"])
     assert moved_by > 0.1 * other_at, (moved_by, other_at)
+
+
+def test_a_phone_photo_is_turned_upright_by_its_exif_orientation_before_detection(face_bundle, lfw, tmp_path):
+    """Phones store the sensor's pixels and an orientation tag: the face is found and cut from the
+    picture as it is shown, and embeds as the upright photo does."""
+    photo = open_rgb(lfw / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    photo.save(tmp_path / "upright.jpg", quality=95)
+    photo.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "sideways.jpg", quality=95, exif=exif)
+    encoder = load_bundle(face_bundle)
+    upright, sideways = (open_rgb(tmp_path / name) for name in ("upright.jpg", "sideways.jpg"))
+    assert sideways.size == upright.size
+    (face_up,), (face_side,) = (faces[:1] for faces in encoder.find_faces([upright, sideways]))
+    np.testing.assert_allclose(face_side.box, face_up.box, atol=3)
+    first, second = encoder.embed([upright, sideways])
+    assert 1 - float(first @ second) < 0.01
