@@ -4,7 +4,9 @@ every face with `faces=all`."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import threading
 from pathlib import Path
 
 import httpx
@@ -12,9 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lookalike.bundle import load_bundle
 from lookalike.cli import start_server, stop_server
+from lookalike.faces import NoFaceError
 from lookalike.images import open_rgb
+from lookalike.index import GalleryIndex
 from lookalike.index.build import build_index
+from lookalike.service.batcher import MicroBatcher
 from tests.helpers import place
 
 PEOPLE = ("Aaron_Eckhart", "Aaron_Peirsol", "Abdullah_Gul")
@@ -125,3 +131,38 @@ def test_faces_must_be_largest_or_all(face_server, lfw):
     files = {"image": ("q.jpg", jpeg(photo(lfw, "Aaron_Eckhart")))}
     response = httpx.post(f"{face_server}/search?faces=some", files=files, timeout=60)
     assert response.status_code == 422 and response.json()["error"] == "invalid_request"
+
+
+def test_requests_waiting_together_share_one_detection_on_the_encoder_thread(face_bundle, face_index, lfw):
+    """Detection is part of the micro-batch: one batched detector call for every request waiting
+    together, run on the encoder thread (the event loop never detects), each answer its own."""
+    encoder = load_bundle(face_bundle)
+    calls: list[tuple[int, str]] = []
+    detect = encoder.find_faces
+
+    def watched(images):
+        calls.append((len(images), threading.current_thread().name))
+        return detect(images)
+
+    encoder.find_faces = watched  # the real detector, watched: how often and where it runs
+    blank = Image.new("RGB", (200, 200), (128, 128, 128))
+    index = GalleryIndex.open(face_index.directory)
+
+    async def together():
+        batcher = MicroBatcher(encoder, max_batch=16, max_wait_s=0.5)
+        batcher.start()
+        try:
+            return await asyncio.gather(
+                batcher.search(photo(lfw, "Abdullah_Gul"), index, 1),
+                batcher.search(two_people(lfw), index, 1, True),
+                batcher.embed([blank]),
+                return_exceptions=True,
+            )
+        finally:
+            await batcher.stop()
+
+    one, both, faceless = asyncio.run(together())
+    assert len(calls) == 1 and calls[0][0] == 3 and calls[0][1].startswith("encoder"), calls
+    assert [e.hits[0].label for e in one] == ["Abdullah_Gul"]
+    assert [e.hits[0].label for e in both] == ["Aaron_Eckhart", "Aaron_Peirsol"]
+    assert isinstance(faceless, NoFaceError)
