@@ -35,6 +35,7 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "train": Command("train an embedding model and export a bundle", "lookalike.training.cli:configure_train"),
     "evaluate": Command("measure a bundle on a labelled folder", "lookalike.training.cli:configure_evaluate"),
+    "models": Command("convert a pretrained face encoder and bundle it", "lookalike.training.pretrained.cli:configure"),
     "index": Command("build and maintain a gallery index", "lookalike.index.cli:configure"),
     "serve": Command("serve /search, /verify and /embed over HTTP", "lookalike.service.cli:configure"),
     "demo": Command("train, index, serve and query on an embedded dataset", "lookalike.cli.demo:configure"),

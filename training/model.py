@@ -9,6 +9,7 @@ import timm
 import torch
 from torch import Tensor, nn
 
+import lookalike.training.backbones  # noqa: F401  (registers our backbones with timm)
 from lookalike.errors import ConfigError
 
 log = logging.getLogger(__name__)

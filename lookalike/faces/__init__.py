@@ -5,7 +5,14 @@ A bundle whose preprocessing names a `FaceAlignment` embeds faces, not pictures:
 crop (`align_face`). Detectors are registered by name (`DETECTORS`, `create_detector`).
 """
 
-from lookalike.faces.align import TEMPLATES, FaceAlignment, align_face, similarity_transform, template_points
+from lookalike.faces.align import (
+    TEMPLATES,
+    FaceAlignment,
+    TemplateName,
+    align_face,
+    similarity_transform,
+    template_points,
+)
 from lookalike.faces.detect import DETECTORS, Face, FaceDetector, MTCNNDetector, NoFaceError, create_detector
 
 __all__ = [
@@ -16,6 +23,7 @@ __all__ = [
     "FaceDetector",
     "MTCNNDetector",
     "NoFaceError",
+    "TemplateName",
     "align_face",
     "create_detector",
     "similarity_transform",
