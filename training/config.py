@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lookalike.errors import ConfigError
-from lookalike.faces import DETECTORS
+from lookalike.faces import DETECTORS, TemplateName
 from lookalike.images import CropMode
 from lookalike.training.metric_learning import LOSSES, MINERS, create_criterion
 from lookalike.training.self_supervised import SSL_METHODS, check_ssl_args
@@ -29,6 +29,7 @@ METRIC_ONLY = (
     "classes_per_batch",
     "samples_per_class",
     "embedding_size",
+    "backbone_lr_mult",
 )
 SSL_ONLY = ("ssl_args", "jitter_strength", "greyscale_probability", "blur_probability")
 SSL_BATCH = 64
@@ -58,6 +59,11 @@ class TrainConfig(BaseModel):
     face_margin: float = Field(
         0.0, ge=0, le=1, description="Border added around the template's face, as a fraction of the crop side."
     )
+    face_template: TemplateName = Field(
+        "arcface_112",
+        description="Where the five landmarks land: arcface_112 (the common template), or dlib_150 (dlib's face "
+        "chip, which --backbone dlib_resnet was trained on).",
+    )
     face_cache: Path | None = Field(
         None, description="Where detections are cached (default ~/.cache/lookalike/faces-<detector>-<score>.jsonl)."
     )
@@ -77,7 +83,18 @@ class TrainConfig(BaseModel):
     )
     image_size: int = Field(64, ge=32, le=1024)
     embedding_size: int = Field(
-        128, ge=2, le=4096, description="Width of the head; --ssl runs have none and export the backbone's features."
+        128,
+        ge=0,
+        le=4096,
+        description="Width of the head; 0: no head, the backbone's features are the embedding (fine-tuning a "
+        "pretrained face encoder such as dlib_resnet); --ssl runs have none and export the backbone's features.",
+    )
+    backbone_lr_mult: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="The backbone's learning rate as a fraction of --lr (the head's): 0.1 fine-tunes a pretrained "
+        "backbone gently, 0 freezes it and trains the head only.",
     )
 
     ssl: str | None = Field(
@@ -205,7 +222,7 @@ class TrainConfig(BaseModel):
     def _framing_is_one_or_the_other(self) -> TrainConfig:
         """Aligned faces are cut by their landmarks: a central crop's options would do nothing."""
         if self.align_faces is None:
-            unused = [n for n in ("face_margin", "face_cache") if n in self.model_fields_set]
+            unused = [n for n in ("face_margin", "face_cache", "face_template") if n in self.model_fields_set]
             reason = "only used with --align-faces"
         else:
             unused = [n for n in ("crop_fraction", "crop_mode") if n in self.model_fields_set]

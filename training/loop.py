@@ -68,7 +68,7 @@ def train(cfg: TrainConfig, criterion: Callable[[Tensor, Tensor], Tensor] | None
     out.mkdir(parents=True, exist_ok=True)
 
     # channels_last: oneDNN and cuDNN run convolutions faster in NHWC (about 10% on a 2-core CPU)
-    model = EmbeddingModel(cfg.backbone, None if cfg.ssl else cfg.embedding_size, cfg.pretrained).to(
+    model = EmbeddingModel(cfg.backbone, None if cfg.ssl else cfg.embedding_size or None, cfg.pretrained).to(
         device, memory_format=torch.channels_last
     )
     data_config = model.data_config()
@@ -78,7 +78,9 @@ def train(cfg: TrainConfig, criterion: Callable[[Tensor, Tensor], Tensor] | None
         std=data_config["std"],
         crop_fraction=cfg.crop_fraction,
         crop_mode=cfg.crop_mode,
-        face=FaceAlignment(detector=cfg.align_faces, margin=cfg.face_margin) if cfg.align_faces else None,
+        face=FaceAlignment(detector=cfg.align_faces, template=cfg.face_template, margin=cfg.face_margin)
+        if cfg.align_faces
+        else None,
     )
     if cfg.ssl:
         train_images, eval_classes = load_unlabelled_splits(cfg)

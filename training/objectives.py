@@ -62,7 +62,7 @@ class MetricObjective:
             cfg.loss_args,
             cfg.miner_args,
             num_classes=len(classes),
-            embedding_size=cfg.embedding_size,
+            embedding_size=model.embedding_size,
         )
         self.loss_params = list(self.criterion.parameters()) if isinstance(self.criterion, nn.Module) else []
         self.unit_embeddings = getattr(self.criterion, "unit_embeddings", True)
@@ -76,7 +76,16 @@ class MetricObjective:
         return self
 
     def parameter_groups(self) -> list[dict]:
-        groups = [{"params": list(self.module.parameters()), "lr": self.cfg.lr}]
+        """The network at --lr, its backbone at --backbone-lr-mult times that (frozen at 0), and a
+        loss's own parameters (proxies) at theirs."""
+        backbone = list(self.module.backbone.parameters())
+        inside = {id(p) for p in backbone}
+        groups = [{"params": [p for p in self.module.parameters() if id(p) not in inside], "lr": self.cfg.lr}]
+        if self.cfg.backbone_lr_mult > 0:
+            groups.append({"params": backbone, "lr": self.cfg.lr * self.cfg.backbone_lr_mult})
+        else:
+            for p in backbone:
+                p.requires_grad_(False)
         if self.loss_params:
             lr = self.cfg.loss_lr or self.cfg.lr * self.criterion.loss.param_lr_scale
             groups.append({"params": self.loss_params, "lr": lr})

@@ -186,3 +186,24 @@ def test_the_loop_gives_a_loss_raw_embeddings_only_when_it_asks(tmp_path, unit):
     train(cfg, criterion=probe)
     norms = torch.cat(probe.norms)
     assert torch.allclose(norms, torch.ones_like(norms)) == unit
+
+
+@pytest.mark.slow
+def test_backbone_lr_mult_zero_freezes_the_backbone_and_trains_the_head(tmp_path):
+    data = tmp_path / "data"
+    for label in range(4):
+        for n in range(4):
+            write_image(data / f"c{label}" / f"{n}.png", (60 * label, 100, 30), seed=label * 4 + n)
+    start = tmp_path / "start"
+    assert run_cli(*tiny_run_args(data, start, "--epochs", "1")).returncode == 0
+
+    def fine_tuned(name: str, *extra: str) -> dict[str, torch.Tensor]:
+        result = run_cli(*tiny_run_args(data, tmp_path / name, "--pretrained", str(start / "last.pt"), *extra))
+        assert result.returncode == 0, result.stderr[-2000:]
+        return torch.load(tmp_path / name / "last.pt")["model"]
+
+    before = torch.load(start / "last.pt")["model"]
+    frozen, free = fine_tuned("frozen", "--backbone-lr-mult", "0"), fine_tuned("free", "--backbone-lr-mult", "0.5")
+    backbone = [k for k in before if k.startswith("backbone.") and before[k].is_floating_point()]
+    assert all(torch.equal(frozen[k], before[k]) for k in backbone if "running" not in k)
+    assert any(not torch.equal(free[k], before[k]) for k in backbone if "running" not in k)
