@@ -96,6 +96,8 @@ METHODS = {
     "batch_hard+align": {**BATCH_HARD, "align_faces": "mtcnn"},
     "pml_semihard": {"loss": "triplet", "miner": "semihard", "synthesis": False, "pml": True},
     "pixels_pca": {"pixels": True},
+    # Issue 16: dlib's face recognition ResNet, converted, as it is (no training): MTCNN + its own chip
+    "dlib_resnet": {"converted": "dlib-resnet"},
 }
 BUDGET = (
     "backbone",
@@ -131,8 +133,12 @@ def test_split(name: str) -> tuple[dict, dict, dict]:
     return {n: classes[n] for n in train_names}, test, {n: v for n, v in test.items() if len(v) >= 2}
 
 
-def evaluate(name: str, embed: Callable[[list[Image.Image]], np.ndarray], wild: bool = False) -> dict:
-    """Final metrics with `embed(pictures) -> unit vectors [N, D]` (a zero row: no face found)."""
+def evaluate(
+    name: str, embed: Callable[[list[Image.Image]], np.ndarray], wild: bool = False, all_pairs: bool = False
+) -> dict:
+    """Final metrics with `embed(pictures) -> unit vectors [N, D]` (a zero row: no face found).
+    `all_pairs`, for a model that never saw LFW: also every one of the 6,000 official pairs, and
+    the threshold its ten folds fit on the pairs of the training-half identities alone."""
     _, test, retrievable = test_split(name)
     paths = [p for files in retrievable.values() for p in files]
     labels = np.array([i for i, files in enumerate(retrievable.values()) for _ in files])
@@ -141,11 +147,8 @@ def evaluate(name: str, embed: Callable[[list[Image.Image]], np.ndarray], wild: 
     pairs_file = DATASETS[name].get("pairs")
     if pairs_file:
         root = SHARED / DATASETS[name]["folder"]
-        pairs = [
-            p
-            for p in read_pairs(root / pairs_file, root / "images")
-            if p.a.parent.name in test and p.b.parent.name in test
-        ]
+        every = read_pairs(root / pairs_file, root / "images")
+        pairs = [p for p in every if p.a.parent.name in test and p.b.parent.name in test]
         needed = sorted({p for pair in pairs for p in (pair.a, pair.b)})
         lookup = dict(zip(needed, embed_paths(embed, needed), strict=True))
         scores = np.array([float(lookup[p.a] @ lookup[p.b]) for p in pairs])
@@ -163,6 +166,21 @@ def evaluate(name: str, embed: Callable[[list[Image.Image]], np.ndarray], wild: 
             wild_verification = verification_metrics(wild_scores, same, np.array([p.fold for p in pairs]))
             result.update({f"wild_pairs_{k}": v for k, v in wild_verification.items()})
             result["wild_faceless_images"] = int(sum(not v.any() for v in lookup.values()))
+        if all_pairs:
+            result.update(unseen_model_pairs(embed, every, test))
+    return result
+
+
+def unseen_model_pairs(embed: Callable[[list[Image.Image]], np.ndarray], pairs: list, test: dict) -> dict:
+    """All official pairs (`all_pairs_*`), and the training-half pairs' fitted threshold."""
+    needed = sorted({p for pair in pairs for p in (pair.a, pair.b)})
+    lookup = dict(zip(needed, embed_paths(embed, needed), strict=True))
+    scores = np.array([float(lookup[p.a] @ lookup[p.b]) for p in pairs])
+    same, folds = np.array([p.same for p in pairs]), np.array([p.fold for p in pairs])
+    train = np.array([p.a.parent.name not in test and p.b.parent.name not in test for p in pairs])
+    result = {f"all_pairs_{k}": v for k, v in verification_metrics(scores, same, folds).items()}
+    result["train_pairs_threshold"] = verification_metrics(scores[train], same[train], folds[train])["threshold"]
+    result["all_faceless_images"] = int(sum(not v.any() for v in lookup.values()))
     return result
 
 
@@ -290,6 +308,17 @@ def run_training(name: str, method: str, seed: int, args: argparse.Namespace, ou
     }
 
 
+def run_converted(name: str, args: argparse.Namespace, out: Path) -> dict:
+    """A converted pretrained network as it is: converted from its package here, then bundled."""
+    from lookalike.training.pretrained import bundle_dlib_resnet, convert_dlib_resnet
+
+    started = time.perf_counter()
+    bundle_dlib_resnet(convert_dlib_resnet(out), out / "bundle")
+    converted = time.perf_counter() - started
+    result = evaluate(name, bundle_embedder(load_bundle(out / "bundle")), args.wild, all_pairs=True)
+    return {**result, "epoch_seconds": 0.0, "train_seconds": 0.0, "convert_seconds": converted}
+
+
 def run_pixels(name: str, args: argparse.Namespace) -> dict:
     """Raw pixels (grey, same crop and size as training) projected by PCA fitted on the train part."""
     from sklearn.decomposition import PCA
@@ -325,16 +354,20 @@ def command_run(args: argparse.Namespace) -> None:
     RESULTS.parent.mkdir(exist_ok=True)
     budget = budget_of(args)
     done = {run_key(r["dataset"], r["method"], r["seed"], r["budget"]) for r in read_results()}
-    jobs = [(d, m, s) for d in args.datasets for m in args.methods for s in (args.seeds if m != "pixels_pca" else [0])]
+    once = {m for m, recipe in METHODS.items() if "pixels" in recipe or "converted" in recipe}  # no seed to vary
+    jobs = [(d, m, s) for d in args.datasets for m in args.methods for s in (args.seeds if m not in once else [0])]
     for number, (name, method, seed) in enumerate(jobs, 1):
         if run_key(name, method, seed, budget) in done:
             continue
         print(f"[{number}/{len(jobs)}] {name} {method} seed {seed}", flush=True)
         torch.manual_seed(seed)
+        folder = budget_folder(name, budget) / method / f"seed{seed}"
         if method == "pixels_pca":
             result = run_pixels(name, args)
+        elif "converted" in METHODS[method]:
+            result = run_converted(name, args, folder)
         else:
-            result = run_training(name, method, seed, args, out=budget_folder(name, budget) / method / f"seed{seed}")
+            result = run_training(name, method, seed, args, out=folder)
         row = {"dataset": name, "method": method, "seed": seed, "budget": budget, "device": DEVICE, **result}
         with RESULTS.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
@@ -432,6 +465,13 @@ def section(name: str, title: str, subset: list[dict], suffix: str) -> list[str]
             "| "
             + " | ".join(["untrained network (epoch 0 of ssl runs)", str(len(untrained)), mean_std(untrained), *blanks])
             + " |"
+        )
+    for row in (r for r in subset if "all_pairs_accuracy" in r):  # a model that never saw LFW: every pair
+        lines.append(
+            f"\n{row['method']} on all {row['all_pairs_pairs']} official pairs: accuracy "
+            f"{row['all_pairs_accuracy']:.4f} ± {row['all_pairs_accuracy_std']:.4f}, TAR@FAR=1e-3 "
+            f"{row['all_pairs_tar@far=1e-3']:.3f}, {row['all_faceless_images']} images without a face; "
+            f"threshold fitted on the training-half pairs {row['train_pairs_threshold']:.3f}\n"
         )
     ax.set(
         title=f"{name}: held-out Recall@1 per epoch (mean over seeds; 0 = untrained)",
