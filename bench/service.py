@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.table import print_rows
+from bench.table import median_seconds, print_rows
 from lookalike.bundle import Encoder, load_bundle
 from lookalike.cli import start_server, stop_server
 from lookalike.faces import FaceAlignment
@@ -36,19 +36,23 @@ from lookalike.index import build_index, create_kind
 LFW = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lfw" / "images"
 
 
-def default_bundle(directory: Path, face: FaceAlignment | None = None) -> Path:
+def default_bundle(
+    directory: Path, face: FaceAlignment | None = None, backbone: str = "resnet18", size: int = 96
+) -> Path:
+    """An untrained bundle (speed does not depend on the weights); `dlib_resnet` has no head, as
+    `lookalike models bundle` makes it."""
     from lookalike.bundle import BundleSpec, write_bundle
     from lookalike.images import Preprocessing
     from lookalike.training import EmbeddingModel
 
     torch.manual_seed(0)  # the face and whole-picture bundles carry the same weights
-    model = EmbeddingModel("resnet18", 128)
+    model = EmbeddingModel(backbone, None if backbone == "dlib_resnet" else 128)
     cfg = model.data_config()
     spec = BundleSpec(
-        backbone="resnet18",
-        embedding_size=128,
+        backbone=backbone,
+        embedding_size=model.embedding_size,
         threshold=0.5,
-        preprocessing=Preprocessing(image_size=96, mean=cfg["mean"], std=cfg["std"], face=face),
+        preprocessing=Preprocessing(image_size=size, mean=cfg["mean"], std=cfg["std"], face=face),
     )
     write_bundle(directory, model, spec)
     return directory
@@ -226,9 +230,18 @@ def http_throughput(args: argparse.Namespace) -> None:
     )
 
 
+FACE_SETUPS = (  # (framing, alignment, backbone, input px)
+    ("whole picture", None, "resnet18", 96),
+    ("mtcnn + 5-point align", FaceAlignment(), "resnet18", 96),
+    ("mtcnn + 5-point align", FaceAlignment(), "resnet10t", 64),  # the from-scratch face recipe
+    ("mtcnn + dlib chip", FaceAlignment(template="dlib_150"), "dlib_resnet", 150),  # the converted encoder
+)
+
+
 def face_throughput(args: argparse.Namespace) -> None:
-    """/search with real LFW uploads, through a face bundle (MTCNN, five-point alignment, then the
-    network) and through the same network on the whole picture: what detection costs a request."""
+    """/search with real LFW uploads, through face bundles (MTCNN, five-point alignment, then the
+    network) and through the same network on the whole picture: what detection costs a request,
+    and what each encoder does: its raw batched forward (img/s, in-process, inputs prepared)."""
     if not LFW.is_dir():
         print(f"faces part left out: {LFW} is missing (../shared/data beside the project)")
         return
@@ -242,10 +255,13 @@ def face_throughput(args: argparse.Namespace) -> None:
             (tmp_path / "gallery" / group[0].parent.name).mkdir(parents=True)
             for path in group[:2]:
                 (tmp_path / "gallery" / path.parent.name / path.name).write_bytes(path.read_bytes())
-        for framing, face in (("whole picture", None), ("mtcnn + 5-point align", FaceAlignment())):
-            bundle = default_bundle(tmp_path / framing.replace(" ", "_"), face)
-            index = tmp_path / f"index_{len(rows)}"
+        for n, (framing, face, backbone, size) in enumerate(FACE_SETUPS):
+            bundle = default_bundle(tmp_path / f"bundle_{n}", face, backbone, size)
+            index = tmp_path / f"index_{n}"
             build_index(bundle, tmp_path / "gallery", index)
+            encoder = load_bundle(bundle, batch_size=args.max_batch)
+            inputs = np.random.default_rng(0).standard_normal((args.max_batch, 3, size, size), dtype=np.float32)
+            forward = args.max_batch / median_seconds(lambda e=encoder, x=inputs: e.forward(x), repeats=5)
             process, base = start_server(bundle, index, env={"LOOKALIKE_MAX_BATCH": str(args.max_batch)})
             try:
                 for concurrency in args.concurrency:
@@ -253,6 +269,8 @@ def face_throughput(args: argparse.Namespace) -> None:
                     rows.append(
                         {
                             "framing": framing,
+                            "encoder": f"{backbone} {size}px",
+                            "forward_img_per_s": forward,
                             "concurrency": concurrency,
                             "req_per_s": throughput,
                             **percentiles_ms(latencies),
@@ -263,7 +281,7 @@ def face_throughput(args: argparse.Namespace) -> None:
     print_rows(
         rows,
         args.json,
-        f"POST /search with {len(uploads)} LFW photos (250 px JPEG), resnet18 at 96 px, max batch "
+        f"POST /search with {len(uploads)} LFW photos (250 px JPEG), max batch "
         f"{args.max_batch}; {os.cpu_count()} CPU(s)",
     )
 
