@@ -61,6 +61,7 @@ def test_align_faces_skips_and_counts_faceless_images_caches_detections_and_reco
         (["--align-faces", "mtcnn", "--crop-fraction", "0.5"], "--crop-fraction: not used with --align-faces"),
         (["--align-faces", "mtcnn", "--crop-mode", "squash"], "--crop-mode: not used with --align-faces"),
         (["--face-margin", "0.2"], "--face-margin: only used with --align-faces"),
+        (["--face-template", "dlib_150"], "--face-template: only used with --align-faces"),
         (["--align-faces", "haar"], "unknown face detector 'haar'; choose one of: mtcnn"),
     ],
 )
