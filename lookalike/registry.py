@@ -7,10 +7,11 @@ known ones instead of a KeyError deep in a stack.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
-from lookalike.errors import LookalikeError
+from lookalike.errors import ConfigError, LookalikeError
 
 T = TypeVar("T")
 
@@ -44,3 +45,17 @@ class Registry(Generic[T]):
 
     def create(self, name: str, **kwargs: Any) -> T:
         return self.get(name)(**kwargs)
+
+    def arguments(self, name: str) -> set[str]:
+        """The keyword arguments the registered `name` takes."""
+        return {p for p in inspect.signature(self.get(name)).parameters if p != "self"}
+
+    def check_arguments(self, name: str, given: Iterable[str], decided: Iterable[str] = ()) -> set[str]:
+        """The arguments a user may set on `name` (all it takes but the `decided` ones, which the
+        caller fills in); refuses any of `given` outside them by name, listing the choices, so an
+        argument is never silently ignored."""
+        settable = self.arguments(name) - set(decided)
+        if unknown := set(given) - settable:
+            choices = ", ".join(sorted(settable)) or "nothing"
+            raise ConfigError(f"{self.kind} {name!r} takes no {', '.join(sorted(unknown))}; it takes: {choices}")
+        return settable

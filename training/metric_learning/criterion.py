@@ -7,7 +7,6 @@ separately usable pieces of this package, chosen by name.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
@@ -101,12 +100,7 @@ def build(
     """The registered `name` built with the shared and context arguments it takes and all of its
     own; also returns the names it takes. An own argument it does not take, or one the context
     decides, is an error naming the choices."""
-    factory = registry.get(name)
-    takes = {p for p in inspect.signature(factory).parameters if p != "self"}
-    settable = takes - set(context)
-    unknown = set(own) - settable
-    if unknown:
-        choices = ", ".join(sorted(settable)) or "nothing"
-        raise ConfigError(f"{registry.kind} {name!r} takes no {', '.join(sorted(unknown))}; it takes: {choices}")
+    settable = registry.check_arguments(name, own, decided=context)
+    takes = registry.arguments(name)
     given = {**context, **shared}
-    return factory(**{k: v for k, v in given.items() if k in takes}, **own), settable
+    return registry.create(name, **{k: v for k, v in given.items() if k in takes}, **own), settable

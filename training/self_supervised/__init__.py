@@ -14,7 +14,6 @@ from lookalike.training.self_supervised.base import (
     SelfSupervisedMethod,
     check_ssl_args,
     create_ssl_method,
-    ssl_arguments,
 )
 from lookalike.training.self_supervised.collapse import collapse_metrics, collapse_warning
 from lookalike.training.self_supervised.heads import projection_head
@@ -37,6 +36,5 @@ __all__ = [
     "nearest_orthonormal_basis",
     "nt_xent",
     "projection_head",
-    "ssl_arguments",
     "ssl_augment",
 ]

@@ -7,7 +7,6 @@ encoder's and the projector's gradients together; the loop still exports only th
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from torch import Tensor, nn
@@ -49,17 +48,9 @@ class SelfSupervisedMethod(nn.Module):
             raise ConfigError(f"the checkpoint's self-supervised state does not fit this method: {stray[:5]}")
 
 
-def ssl_arguments(name: str) -> set[str]:
-    """The hyper-parameters a method takes by name (all but the encoder)."""
-    return {p for p in inspect.signature(SSL_METHODS.get(name)).parameters if p not in ("self", "encoder")}
-
-
 def check_ssl_args(name: str, args: dict[str, Any]) -> None:
     """Refuse an argument the method does not take, naming the ones it does (never a silent no-op)."""
-    unknown = set(args) - ssl_arguments(name)
-    if unknown:
-        takes = ", ".join(sorted(ssl_arguments(name)))
-        raise ConfigError(f"self-supervised method {name!r} takes no {', '.join(sorted(unknown))}; it takes: {takes}")
+    SSL_METHODS.check_arguments(name, args, decided=("encoder",))
 
 
 def create_ssl_method(name: str, encoder: nn.Module, args: dict[str, Any] | None = None) -> SelfSupervisedMethod:
