@@ -31,8 +31,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "dlib's 150 px chip, the 128-d descriptor normalised.",
     )
     bundle.add_argument("model", choices=MODELS)
-    bundle.add_argument("--weights", type=Path, default=Path("models/dlib_resnet.pth"))
-    bundle.add_argument("--out", type=Path, default=Path("bundles/dlib-resnet"))
+    bundle.add_argument(
+        "--weights", type=Path, default=Path("models/dlib_resnet.pth"), help="what convert wrote (default: %(default)s)"
+    )
+    bundle.add_argument(
+        "--out", type=Path, default=Path("bundles/dlib-resnet"), help="bundle folder (default: %(default)s)"
+    )
     bundle.add_argument(
         "--threshold",
         type=float,
