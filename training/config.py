@@ -219,6 +219,14 @@ class TrainConfig(BaseModel):
         return name
 
     @model_validator(mode="after")
+    def _something_to_train(self) -> TrainConfig:
+        if self.backbone_lr_mult == 0 and self.embedding_size == 0 and not self.ssl:
+            raise ConfigError(
+                "--backbone-lr-mult 0 freezes the backbone and --embedding-size 0 has no head: nothing would train"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _framing_is_one_or_the_other(self) -> TrainConfig:
         """Aligned faces are cut by their landmarks: a central crop's options would do nothing."""
         if self.align_faces is None:

@@ -76,16 +76,21 @@ class MetricObjective:
         return self
 
     def parameter_groups(self) -> list[dict]:
-        """The network at --lr, its backbone at --backbone-lr-mult times that (frozen at 0), and a
-        loss's own parameters (proxies) at theirs."""
-        backbone = list(self.module.backbone.parameters())
-        inside = {id(p) for p in backbone}
-        groups = [{"params": [p for p in self.module.parameters() if id(p) not in inside], "lr": self.cfg.lr}]
-        if self.cfg.backbone_lr_mult > 0:
-            groups.append({"params": backbone, "lr": self.cfg.lr * self.cfg.backbone_lr_mult})
+        """The network at --lr, its backbone at --backbone-lr-mult times that (a group of its own
+        only when it differs, so older checkpoints resume; frozen at 0), and a loss's own
+        parameters (proxies) at theirs."""
+        mult = self.cfg.backbone_lr_mult
+        if mult == 1:
+            groups = [{"params": list(self.module.parameters()), "lr": self.cfg.lr}]
         else:
-            for p in backbone:
-                p.requires_grad_(False)
+            backbone = list(self.module.backbone.parameters())
+            inside = {id(p) for p in backbone}
+            groups = [{"params": [p for p in self.module.parameters() if id(p) not in inside], "lr": self.cfg.lr}]
+            if mult > 0:
+                groups.append({"params": backbone, "lr": self.cfg.lr * mult})
+            else:
+                for p in backbone:
+                    p.requires_grad_(False)
         if self.loss_params:
             lr = self.cfg.loss_lr or self.cfg.lr * self.criterion.loss.param_lr_scale
             groups.append({"params": self.loss_params, "lr": lr})

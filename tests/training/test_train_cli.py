@@ -32,6 +32,10 @@ def two_class_folder(tmp_path) -> Path:
         (lambda d: ["--data", str(d / "data"), "--miner", "hardest"], "unknown miner"),
         (lambda d: ["--data", str(d / "data"), "--batch-size", "10", "--classes-per-batch", "2"], "does not equal"),
         (lambda d: ["--data", str(d / "data"), "--classes-per-batch", "8", "--train-fraction", "0.5"], "at least 2"),
+        (
+            lambda d: ["--data", str(d / "data"), "--backbone-lr-mult", "0", "--embedding-size", "0"],
+            "nothing would train",
+        ),
     ],
 )
 def test_train_refuses_bad_input_with_a_clear_message(tmp_path, two_class_folder, make_args, message):
