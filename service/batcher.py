@@ -68,8 +68,10 @@ class MicroBatcher:
         max_queue: int = 0,
         on_batch: Callable[[int], None] | None = None,
         on_shed: Callable[[], None] | None = None,
+        max_faces: int = 32,
     ) -> None:
         self.encoder = encoder
+        self.max_faces = max_faces  # faces=all on a crowd photo: the largest this many, so a request's cost is bounded
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
         self.on_batch, self.on_shed = on_batch, on_shed
         self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=max_queue)
@@ -194,7 +196,7 @@ class MicroBatcher:
         for n, faces in enumerate(found):
             if not faces and outcomes[n] is None:
                 outcomes[n] = NoFaceError("no face found in the picture")
-        return [faces if job.all_faces else faces[:1] for job, faces in zip(batch, found, strict=True)]
+        return [faces[: self.max_faces if job.all_faces else 1] for job, faces in zip(batch, found, strict=True)]
 
     def _forward(self, inputs: dict[Key, np.ndarray], outcomes: list[Outcome | None]) -> dict[Key, np.ndarray]:
         """Embed all inputs in one pass; should that fail, embed them one by one so that only the

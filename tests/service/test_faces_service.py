@@ -166,3 +166,19 @@ def test_requests_waiting_together_share_one_detection_on_the_encoder_thread(fac
     assert [e.hits[0].label for e in one] == ["Abdullah_Gul"]
     assert [e.hits[0].label for e in both] == ["Aaron_Eckhart", "Aaron_Peirsol"]
     assert isinstance(faceless, NoFaceError)
+
+
+def test_faces_all_answers_for_at_most_max_faces_largest_first(face_bundle, face_index, lfw):
+    """A crowd photo cannot make one request embed without limit: faces=all stops at max_faces."""
+    index = GalleryIndex.open(face_index.directory)
+
+    async def search(max_faces: int):
+        batcher = MicroBatcher(load_bundle(face_bundle), max_batch=4, max_wait_s=0.01, max_faces=max_faces)
+        batcher.start()
+        try:
+            return await batcher.search(two_people(lfw), index, 1, True)
+        finally:
+            await batcher.stop()
+
+    assert [e.hits[0].label for e in asyncio.run(search(1))] == ["Aaron_Eckhart"]
+    assert len(asyncio.run(search(32))) == 2
