@@ -153,3 +153,20 @@ def test_fine_tuning_from_the_converted_weights_trains_and_exports(converted, lf
     spec = read_spec(tmp_path / "run" / "bundle")
     assert spec.backbone == "dlib_resnet" and spec.embedding_size == 128
     assert spec.preprocessing.face.template == "dlib_150" and spec.preprocessing.image_size == 150
+
+
+@pytest.mark.slow
+def test_models_bundle_writes_the_threshold_it_is_given(converted, tmp_path):
+    result = run_cli(
+        "models",
+        "bundle",
+        "dlib-resnet",
+        "--weights",
+        str(converted),
+        "--out",
+        str(tmp_path / "b"),
+        "--threshold",
+        "0.5",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert read_spec(tmp_path / "b").threshold == 0.5
