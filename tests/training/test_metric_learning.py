@@ -59,8 +59,12 @@ def as_set(t: Triplets) -> set[tuple[int, int, int]]:
     return set(zip(t.anchor.tolist(), t.positive.tolist(), t.negative.tolist(), strict=True))
 
 
-def pools(seed):
+def pools(seed, uneven: bool = False):
     x, labels = batch(seed)
+    if uneven:  # classes of 2, 3, 4 and 5 images: anchors with different numbers of positives
+        labels = torch.tensor([0, 0, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3])[
+            torch.randperm(12, generator=torch.Generator().manual_seed(seed))
+        ]
     return [(x, labels, Pool.of_batch(x, labels)), (x, labels, symmetrical_synthesis(x, labels))]
 
 
@@ -74,8 +78,11 @@ def test_distance_matches_reference(name):
 
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("with_synthesis", [False, True])
-def test_semihard_miner_matches_loop_reference(seed, with_synthesis):
-    x, labels, pool = pools(seed)[with_synthesis]
+@pytest.mark.parametrize("uneven", [False, True])
+def test_semihard_miner_matches_loop_reference(seed, with_synthesis, uneven):
+    """Uneven classes: the miner takes each anchor's k-th positive in one pass, so anchors with
+    fewer positives must drop out of the later passes (mutation: every pass over all rows fails)."""
+    x, labels, pool = pools(seed, uneven)[with_synthesis]
     margin = 0.3
     dist = ref_matrix("euclidean", x, pool.embeddings)
     expected = set()
@@ -86,10 +93,20 @@ def test_semihard_miner_matches_loop_reference(seed, with_synthesis):
     assert as_set(SemiHardMiner(margin=margin)(x, labels, pool)) == expected
 
 
+def test_semihard_miner_skips_a_pair_whose_negatives_are_all_closer():
+    """FaceNet's band is empty when every negative is harder than the positive: no triplet, not
+    the hardest one (mutation: keeping pairs without a farther negative fails)."""
+    x = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.8, 0.6], [0.6, 0.8]], dtype=torch.float64)
+    labels = torch.tensor([0, 0, 1, 1])
+    triplets = as_set(SemiHardMiner(margin=0.2)(x, labels))
+    assert not {t for t in triplets if t[:2] == (0, 1)}
+
+
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("with_synthesis", [False, True])
-def test_batch_hard_miner_matches_loop_reference(seed, with_synthesis):
-    x, labels, pool = pools(seed)[with_synthesis]
+@pytest.mark.parametrize("uneven", [False, True])
+def test_batch_hard_miner_matches_loop_reference(seed, with_synthesis, uneven):
+    x, labels, pool = pools(seed, uneven)[with_synthesis]
     dist = ref_matrix("euclidean", x, pool.embeddings)
     expected = set()
     for a in range(len(labels)):

@@ -31,6 +31,16 @@ class Distance:
         """The [N, M] matrix from inner products x_i . y_j and squared norms |x_i|^2, |y_j|^2."""
         raise NotImplementedError
 
+    def ranking_from_gram(self, gram: Tensor, sq_x: Tensor, sq_y: Tensor) -> Tensor:
+        """A matrix in the same order as `from_gram`'s, for miners: they compare and pick entries,
+        so where the distance is an increasing function of a cheaper one (Euclidean of squared
+        Euclidean) they work on that, and map back only the few values they keep (`from_ranking`)."""
+        return self.from_gram(gram, sq_x, sq_y)
+
+    def from_ranking(self, values: Tensor) -> Tensor:
+        """The distances of entries of a `ranking_from_gram` matrix."""
+        return values
+
     def paired(self, x: Tensor, y: Tensor) -> Tensor:
         """Dissimilarity of row i of x with row i of y, `[T]`: what a loss needs for T mined
         tuples, without the full matrix (and its backward) that only the miner needs."""
@@ -54,8 +64,9 @@ class SquaredEuclideanDistance(Distance):
     """|x - y|^2; on unit embeddings 2 (1 - cos), so a margin here is twice a cosine margin."""
 
     def from_gram(self, gram: Tensor, sq_x: Tensor, sq_y: Tensor) -> Tensor:
-        # Clamp: rounding can push the exact zeros of identical rows below zero.
-        return (sq_x[:, None] + sq_y[None, :] - 2.0 * gram).clamp_min(0.0)
+        # Clamp: rounding can push the exact zeros of identical rows below zero. In place on the
+        # one new [N, M] tensor: each extra temporary costs a pass over it.
+        return (-2.0 * gram).add_(sq_x[:, None]).add_(sq_y[None, :]).clamp_min_(0.0)
 
     def paired(self, x: Tensor, y: Tensor) -> Tensor:
         return ((x - y) ** 2).sum(1)
@@ -68,6 +79,14 @@ class EuclideanDistance(SquaredEuclideanDistance):
     def from_gram(self, gram: Tensor, sq_x: Tensor, sq_y: Tensor) -> Tensor:
         # sqrt has an infinite slope at 0 (an anchor against itself): clamp, and report exact zeros.
         return self._safe_sqrt(super().from_gram(gram, sq_x, sq_y))
+
+    def ranking_from_gram(self, gram: Tensor, sq_x: Tensor, sq_y: Tensor) -> Tensor:
+        # The squared distance has the same order; the [N, M] square roots (a third of a
+        # synthetic pool's distance cost at batch 1024) are left for the values a miner keeps.
+        return super().from_gram(gram, sq_x, sq_y)
+
+    def from_ranking(self, values: Tensor) -> Tensor:
+        return values.clamp_min(0.0).sqrt()
 
     def paired(self, x: Tensor, y: Tensor) -> Tensor:
         return self._safe_sqrt(super().paired(x, y))

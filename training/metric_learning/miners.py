@@ -64,10 +64,10 @@ def as_triplets(mined: Mined) -> Triplets:
 def label_masks(labels: Tensor, pool: Pool) -> tuple[Tensor, Tensor]:
     """Boolean [N, M] masks of valid positives (real, same label, not self) and negatives."""
     same = labels[:, None] == pool.labels[None, :]
-    not_self = torch.arange(labels.shape[0], device=labels.device)[:, None] != torch.arange(
-        pool.labels.shape[0], device=labels.device
-    )
-    return same & not_self & pool.is_real[None, :], ~same
+    pos = same.clone()
+    pos[:, pool.n_real :] = False  # a synthetic point is never a positive
+    pos.diagonal().fill_(False)  # nor is an anchor its own (pool column i is batch item i)
+    return pos, ~same
 
 
 class Miner:
@@ -79,11 +79,13 @@ class Miner:
     def __call__(self, embeddings: Tensor, labels: Tensor, pool: Pool | None = None) -> Mined:
         pool = pool or Pool.of_batch(embeddings, labels)
         with torch.no_grad():  # mining chooses indices; gradients flow through the loss only
-            dist = pool.distances(self.distance, embeddings)
+            rank = pool.distances(self.distance, embeddings, ranking=True)
             pos, neg = label_masks(labels, pool)
-            return self.mine(dist, pos, neg)
+            return self.mine(rank, pos, neg)
 
-    def mine(self, dist: Tensor, pos: Tensor, neg: Tensor) -> Mined:
+    def mine(self, rank: Tensor, pos: Tensor, neg: Tensor) -> Mined:
+        """Choose tuples from `rank`, the [N, M] matrix in the distance's order
+        (`Distance.ranking_from_gram`); `self.distance.from_ranking` gives the distances of entries."""
         raise NotImplementedError
 
 
@@ -104,14 +106,28 @@ class SemiHardMiner(Miner):
         super().__init__(distance)
         self.margin = margin
 
-    def mine(self, dist: Tensor, pos: Tensor, neg: Tensor) -> Triplets:
-        a, p = pos.nonzero(as_tuple=True)
-        d_ap = dist[a, p]
-        d_an = dist.masked_fill(~neg, float("inf"))[a]  # [pairs, M], non-negatives at +inf
-        # Closest negative farther than the positive; the margin is checked on that one value
-        # per pair afterwards, which keeps the [pairs, M] work to one compare and one min.
-        closest, n = torch.where(d_an > d_ap[:, None], d_an, float("inf")).min(dim=1)
-        keep = closest < d_ap + self.margin
+    def mine(self, rank: Tensor, pos: Tensor, neg: Tensor) -> Triplets:
+        a, p = pos.nonzero(as_tuple=True)  # row-major: each anchor's positives side by side
+        r_ap = rank[a, p]
+        r_an = rank.masked_fill(~neg, float("inf"))  # [N, M], non-negatives at +inf
+        # The k-th positive of every anchor at once ("slot" k): one pass over [N, M] per slot (K - 1
+        # for P x K batches) instead of gathering a [pairs, M] copy of the rows.
+        count = pos.sum(1)
+        slot = torch.arange(a.shape[0], device=a.device) - (count.cumsum(0) - count)[a]
+        n = torch.zeros_like(a)
+        for k in range(int(count.max()) if a.numel() else 0):
+            pairs = (slot == k).nonzero(as_tuple=True)[0]
+            rows = r_an if pairs.shape[0] == rank.shape[0] else r_an[a[pairs]]
+            # The closest negative farther than the positive has the smallest positive gap
+            # r_an - r_ap, i.e. the largest reciprocal: a subtract and a max, where a masked min
+            # costs an [N, M] `where` more (3x slower on the CPU). Entries that are not negatives
+            # (+inf: the anchor's own column at least) have reciprocal 0, so a row with no farther
+            # negative picks one of them, and fails the margin check below at d(a, n) = inf. A
+            # negative exactly as far as the positive counts; its loss is the whole margin.
+            n[pairs] = (rows - r_ap[pairs, None]).reciprocal_().argmax(dim=1)
+        d_ap, d_an = self.distance.from_ranking(r_ap), self.distance.from_ranking(r_an[a, n])
+        # The margin is checked on the one chosen value per pair: d(a, p) < d(a, n) < d(a, p) + margin.
+        keep = d_an < d_ap + self.margin
         return Triplets(a[keep], p[keep], n[keep])
 
 
@@ -119,11 +135,12 @@ class SemiHardMiner(Miner):
 class BatchHardMiner(Miner):
     """Hermans et al. batch-hard: per anchor, its farthest positive and its closest negative."""
 
-    def mine(self, dist: Tensor, pos: Tensor, neg: Tensor) -> Triplets:
-        far_pos, p = dist.masked_fill(~pos, float("-inf")).max(dim=1)
-        near_neg, n = dist.masked_fill(~neg, float("inf")).min(dim=1)
+    def mine(self, rank: Tensor, pos: Tensor, neg: Tensor) -> Triplets:
+        real = rank.shape[0]  # positives are real: the pool's first N columns, the batch itself
+        far_pos, p = rank[:, :real].masked_fill(~pos[:, :real], float("-inf")).max(dim=1)
+        near_neg, n = rank.masked_fill(~neg, float("inf")).min(dim=1)
         keep = torch.isfinite(far_pos) & torch.isfinite(near_neg)
-        a = torch.arange(dist.shape[0], device=dist.device)
+        a = torch.arange(rank.shape[0], device=rank.device)
         return Triplets(a[keep], p[keep], n[keep])
 
 
@@ -138,9 +155,10 @@ class BatchAllMiner(Miner):
         super().__init__(distance)
         self.margin = margin
 
-    def mine(self, dist: Tensor, pos: Tensor, neg: Tensor) -> Triplets:
+    def mine(self, rank: Tensor, pos: Tensor, neg: Tensor) -> Triplets:
         if self.margin is None:
             return as_triplets(Pairs(pos, neg))
+        dist = self.distance.from_ranking(rank)  # the margin is a difference of distances
         a, p = pos.nonzero(as_tuple=True)
         valid = neg[a] & (dist[a, p, None] - dist[a] + self.margin > 0)
         pair, n = valid.nonzero(as_tuple=True)
@@ -160,7 +178,8 @@ class MultiSimilarityMiner(Miner):
         super().__init__("cosine")
         self.epsilon = epsilon
 
-    def mine(self, dist: Tensor, pos: Tensor, neg: Tensor) -> Triplets:
+    def mine(self, rank: Tensor, pos: Tensor, neg: Tensor) -> Triplets:
+        dist = self.distance.from_ranking(rank)  # cosine: already 1 - S
         # On d = 1 - S the rules read: d_an < farthest positive + eps, d_ap > nearest negative - eps.
         far_pos = dist.masked_fill(~pos, float("-inf")).max(dim=1, keepdim=True).values
         near_neg = dist.masked_fill(~neg, float("inf")).min(dim=1, keepdim=True).values

@@ -31,12 +31,9 @@ class Pool:
     def of_batch(cls, embeddings: Tensor, labels: Tensor) -> Pool:
         return cls(embeddings, labels, embeddings.shape[0])
 
-    @property
-    def is_real(self) -> Tensor:
-        return torch.arange(self.labels.shape[0], device=self.labels.device) < self.n_real
-
-    def distances(self, distance: Distance, embeddings: Tensor) -> Tensor:
-        """[N, M] distances from the batch (`embeddings`, the pool's real rows) to every pool point.
+    def distances(self, distance: Distance, embeddings: Tensor, ranking: bool = False) -> Tensor:
+        """[N, M] distances from the batch (`embeddings`, the pool's real rows) to every pool point;
+        with `ranking`, the distance's cheaper same-order form (`Distance.ranking_from_gram`).
 
         Mirroring p about the axis a gives s = 2 (p.a / |a|^2) a - p, so x . s = 2 (p.a / |a|^2)
         (x . a) - x . p and |s| = |p|: the synthetic columns are two gathered columns of the
@@ -46,11 +43,12 @@ class Pool:
         """
         if embeddings.shape[0] != self.n_real:
             raise ValueError(f"the pool's real rows are a batch of {self.n_real}, not {embeddings.shape[0]}")
+        from_gram = distance.ranking_from_gram if ranking else distance.from_gram
         gram = embeddings @ embeddings.T
         sq = gram.diagonal()
         if self.point is None or self.axis is None:
-            return distance.from_gram(gram, sq, sq)
+            return from_gram(gram, sq, sq)
         coefficient = 2.0 * gram[self.point, self.axis] / sq[self.axis].clamp_min(1e-24)
         synthetic = coefficient[:, None] * gram[self.axis] - gram[self.point]  # [S, N]
-        pool_to_batch = distance.from_gram(torch.cat([gram, synthetic]), torch.cat([sq, sq[self.point]]), sq)
+        pool_to_batch = from_gram(torch.cat([gram, synthetic]), torch.cat([sq, sq[self.point]]), sq)
         return pool_to_batch.T.contiguous()
