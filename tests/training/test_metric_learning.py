@@ -15,6 +15,7 @@ from lookalike.training.metric_learning.losses import LOSSES, ContrastiveLoss, T
 from lookalike.training.metric_learning.miners import (
     BatchAllMiner,
     BatchHardMiner,
+    Pairs,
     SemiHardMiner,
     Triplets,
     as_triplets,
@@ -177,6 +178,22 @@ def test_multi_similarity_loss_matches_reference_over_any_pool(miner, with_synth
     assert len(triplets.anchor) > 0
     fast = LOSSES.create("multi_similarity", alpha=2.0, beta=10.0, base=0.3)(x_fast, labels, mined, pool_fast)
     ref = ref_multi_similarity_loss(x_ref, pool_ref.embeddings, sorted(as_set(triplets)), 2.0, 10.0, 0.3)
+    torch.testing.assert_close(fast, ref)
+    fast.backward()
+    ref.backward()
+    torch.testing.assert_close(x_fast.grad, x_ref.grad)
+
+
+def test_multi_similarity_loss_counts_an_anchor_without_pairs_as_zero():
+    """An anchor with no mined pair adds log(1) = 0, not NaN, and the others keep their
+    gradients (mutation: dropping the shift's clamp at 0, so an empty row shifts by -inf, fails)."""
+    x0, labels = batch(4)
+    x_fast, x_ref = x0.clone().requires_grad_(True), x0.clone().requires_grad_(True)
+    mined = create_miner("multi_similarity")(x_fast, labels)
+    mined = Pairs(mined.positive.clone(), mined.negative.clone())
+    mined.positive[0], mined.negative[0] = False, False
+    fast = LOSSES.create("multi_similarity")(x_fast, labels, mined)
+    ref = ref_multi_similarity_loss(x_ref, x_ref, sorted(as_set(as_triplets(mined))), 2.0, 50.0, 0.5)
     torch.testing.assert_close(fast, ref)
     fast.backward()
     ref.backward()

@@ -52,8 +52,10 @@ class CosineDistance(Distance):
     """1 - cos(x, y): blind to the norms, so it also ranks embeddings that are not unit length."""
 
     def from_gram(self, gram: Tensor, sq_x: Tensor, sq_y: Tensor) -> Tensor:
-        norms = sq_x.clamp_min(1e-24).sqrt()[:, None] * sq_y.clamp_min(1e-24).sqrt()[None, :]
-        return 1.0 - gram / norms
+        # Scaled by the inverse norms, then 1 - . in place: one new [N, M] tensor, not three (the
+        # in-place steps' gradients need no saved values, so autograd allows them).
+        cos = gram * sq_x.clamp_min(1e-24).rsqrt()[:, None] * sq_y.clamp_min(1e-24).rsqrt()[None, :]
+        return cos.neg_().add_(1.0)
 
     def paired(self, x: Tensor, y: Tensor) -> Tensor:
         return 1.0 - torch.nn.functional.cosine_similarity(x, y, dim=1, eps=1e-12)

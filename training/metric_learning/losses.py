@@ -138,10 +138,12 @@ class ContrastiveLoss(MetricLoss):
 
 
 def log_one_plus_sum_exp(x: Tensor, keep: Tensor) -> Tensor:
-    """Row-wise log(1 + sum of exp(x) over the kept entries), computed stably as a logsumexp
-    with a zero column; a row with nothing kept gives log(1) = 0 and no gradient."""
+    """Row-wise log(1 + sum of exp(x) over the kept entries), stably: shifted by each row's max
+    with 0 (the "1"), held constant for autograd as logsumexp does. A row with nothing kept gives
+    log(1) = 0 and no gradient. (Not a logsumexp over x with a zero column: that copies x.)"""
     x = x.masked_fill(~keep, float("-inf"))
-    return torch.logsumexp(torch.cat([torch.zeros_like(x[:, :1]), x], dim=1), dim=1)
+    shift = x.detach().amax(dim=1).clamp_min(0.0)
+    return shift + ((x - shift[:, None]).exp().sum(dim=1) + (-shift).exp()).log()
 
 
 @LOSSES.register("multi_similarity")
@@ -167,7 +169,8 @@ class MultiSimilarityLoss(MetricLoss):
     def compute(self, embeddings: Tensor, pool: Pool, mined: Mined) -> Tensor:
         similarity = 1.0 - pool.distances(self.distance, embeddings)
         pos, neg = as_pairs(mined, similarity.shape)
-        pull = log_one_plus_sum_exp(-self.alpha * (similarity - self.base), pos) / self.alpha
+        real = pool.n_real  # positives are real points: the pull term needs only those columns
+        pull = log_one_plus_sum_exp(-self.alpha * (similarity[:, :real] - self.base), pos[:, :real]) / self.alpha
         push = log_one_plus_sum_exp(self.beta * (similarity - self.base), neg) / self.beta
         return (pull + push).mean()
 

@@ -49,6 +49,8 @@ class Pool:
         if self.point is None or self.axis is None:
             return from_gram(gram, sq, sq)
         coefficient = 2.0 * gram[self.point, self.axis] / sq[self.axis].clamp_min(1e-24)
-        synthetic = coefficient[:, None] * gram[self.axis] - gram[self.point]  # [S, N]
+        # index_select, not gram[index]: its backward is a scatter-add, 3x faster on the CPU than
+        # the accumulating index_put that indexing's backward is.
+        synthetic = coefficient[:, None] * gram.index_select(0, self.axis) - gram.index_select(0, self.point)
         pool_to_batch = from_gram(torch.cat([gram, synthetic]), torch.cat([sq, sq[self.point]]), sq)
         return pool_to_batch.T.contiguous()
