@@ -21,5 +21,12 @@ class ConfigError(LookalikeError, ValueError):
 
     @classmethod
     def from_validation(cls, err: ValidationError) -> ConfigError:
-        """One line per invalid option, `option: what is wrong`, instead of pydantic's report."""
-        return cls("; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'config'}: {e['msg']}" for e in err.errors()))
+        """One line per invalid option, `option: what is wrong`, instead of pydantic's report; a
+        validator's own message as it wrote it, without pydantic's "Value error, " prefix."""
+        return cls("; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'config'}: {message(e)}" for e in err.errors()))
+
+
+def message(error: dict) -> str:
+    """What one pydantic error says: the raised exception's text for a validator's ValueError."""
+    raised = error.get("ctx", {}).get("error")
+    return str(raised) if error["type"] == "value_error" and raised is not None else error["msg"]
