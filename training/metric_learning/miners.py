@@ -1,8 +1,10 @@
 """Miners: choose which tuples a loss looks at, as `Triplets` or as `Pairs`.
 
-All miners are vectorised over the batch: they work on the [N, M] distance matrix between the
-batch (N anchors) and the pool (M reference points, real then synthetic), never loop over
-anchors, and never build the [N, N, N] tensor of every triplet unless they must return every
+All miners are vectorised over the batch: they work on the [N, M] matrix between the batch
+(N anchors) and the pool (M reference points, real then synthetic) in the distance's order
+(`Distance.ranking_from_gram`: squared Euclidean for Euclidean, no [N, M] square roots), never
+loop over anchors (semi-hard loops over an anchor's k-th positive, K - 1 passes for P x K
+batches), and never build the [N, N, N] tensor of every triplet unless they must return every
 triplet (`batch_all`). Indices: `anchor` indexes the batch, `positive` and `negative` the pool.
 Positives are always real pool points (`Pool.n_real`), never the anchor itself.
 
