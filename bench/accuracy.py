@@ -257,11 +257,17 @@ def read_results() -> list[dict]:
     return [json.loads(line) for line in RESULTS.read_text().splitlines()] if RESULTS.exists() else []
 
 
+def same_budget(budget: dict) -> dict:
+    """A budget as compared: rows written before --wild existed ran without it, i.e. wild=False.
+    (Not rewritten in the rows: a run's folder is named by the budget it was written with.)"""
+    return {**budget, "wild": budget.get("wild", False)}
+
+
 def budgets_of(rows: list[dict], name: str) -> list[dict]:
     """A data set's budgets in the order first run: the first is its main comparison, later ones ablations."""
     budgets = []
     for row in rows:
-        if row["dataset"] == name and row["budget"] not in budgets:
+        if row["dataset"] == name and same_budget(row["budget"]) not in map(same_budget, budgets):
             budgets.append(row["budget"])
     return budgets
 
@@ -403,7 +409,7 @@ def command_run(args: argparse.Namespace) -> None:
 
 def run_key(dataset: str, method: str, seed: int, budget: dict) -> tuple:
     """A run is done when this dataset, method and seed ran at this budget (a new budget reruns it)."""
-    return dataset, method, seed, json.dumps(budget, sort_keys=True)
+    return dataset, method, seed, json.dumps(same_budget(budget), sort_keys=True)
 
 
 def mean_std(values: list[float]) -> str:
@@ -433,8 +439,9 @@ def command_report(_: argparse.Namespace) -> None:
     for name in DATASETS:
         budgets = budgets_of(rows, name)
         for number, budget in enumerate(budgets):
-            subset = [r for r in rows if r["dataset"] == name and r["budget"] == budget]
-            changed = {k: v for k, v in budget.items() if v != budgets[0].get(k)}
+            subset = [r for r in rows if r["dataset"] == name and same_budget(r["budget"]) == same_budget(budget)]
+            main = same_budget(budgets[0])
+            changed = {k: v for k, v in same_budget(budget).items() if v != main.get(k)}
             title = f"{name}, ablation: {json.dumps(changed)}" if number else name
             lines += section(name, title, subset, suffix=f"_ablation{number}" if number else "")
     (ROOT / "docs" / "results.md").write_text("\n".join(lines) + "\n")
