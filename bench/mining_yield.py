@@ -60,8 +60,8 @@ def batches(dataset: str, spec: Preprocessing, args: argparse.Namespace) -> list
 def active_share(embeddings: Tensor, pool: Pool, triplets: Triplets, margin: float) -> float:
     """Share of the batch's anchors whose mined triplet has d(a, p) - d(a, n) + margin > 0."""
     anchor = embeddings[triplets.anchor]
-    d_ap = (anchor - pool.embeddings[triplets.positive]).norm(dim=1)
-    d_an = (anchor - pool.embeddings[triplets.negative]).norm(dim=1)
+    d_ap = (anchor - pool.rows(triplets.positive)).norm(dim=1)
+    d_an = (anchor - pool.rows(triplets.negative)).norm(dim=1)
     return float((d_ap - d_an + margin > 0).float().sum()) / embeddings.shape[0]
 
 

@@ -37,7 +37,7 @@ from lookalike.training.metric_learning.miners import (
     create_miner,
 )
 from lookalike.training.metric_learning.npair import AngularLoss, NPairAngularLoss, NPairLoss
-from lookalike.training.metric_learning.pool import Pool
+from lookalike.training.metric_learning.pool import Pool, reflect
 from lookalike.training.metric_learning.proxies import (
     ArcFaceLoss,
     CosFaceLoss,
@@ -45,7 +45,7 @@ from lookalike.training.metric_learning.proxies import (
     ProxyLoss,
     ProxyNCALoss,
 )
-from lookalike.training.metric_learning.synthesis import reflect, symmetrical_synthesis
+from lookalike.training.metric_learning.synthesis import symmetrical_synthesis
 
 __all__ = [
     "DISTANCES",

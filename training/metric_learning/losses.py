@@ -81,10 +81,11 @@ class MetricLoss(torch.nn.Module):
     def tuple_distances(self, embeddings: Tensor, pool: Pool, mined: Mined) -> tuple[Tensor, Tensor]:
         """d(a, p) and d(a, n) for each mined triplet, computed only for the rows needed."""
         mined = as_triplets(mined)
-        anchors = embeddings[mined.anchor]
+        # index_select, not indexing, for its scatter-add backward (see `Pool.rows`).
+        anchors = embeddings.index_select(0, mined.anchor)
         return (
-            self.distance.paired(anchors, pool.embeddings[mined.positive]),
-            self.distance.paired(anchors, pool.embeddings[mined.negative]),
+            self.distance.paired(anchors, pool.rows(mined.positive)),
+            self.distance.paired(anchors, pool.rows(mined.negative)),
         )
 
 
@@ -130,8 +131,8 @@ class ContrastiveLoss(MetricLoss):
     def compute(self, embeddings: Tensor, pool: Pool, mined: Mined) -> Tensor:
         pairs = as_pairs(mined, (embeddings.shape[0], pool.labels.shape[0]))
         (a_pos, p), (a_neg, n) = pairs.positive.nonzero(as_tuple=True), pairs.negative.nonzero(as_tuple=True)
-        d_pos = self.distance.paired(embeddings[a_pos], pool.embeddings[p])
-        d_neg = self.distance.paired(embeddings[a_neg], pool.embeddings[n])
+        d_pos = self.distance.paired(embeddings.index_select(0, a_pos), pool.rows(p))
+        d_neg = self.distance.paired(embeddings.index_select(0, a_neg), pool.rows(n))
         pos_loss = torch.relu(d_pos - self.pos_margin)
         neg_loss = torch.relu(self.neg_margin - d_neg)
         return mean_of_positive(pos_loss, embeddings) + mean_of_positive(neg_loss, embeddings)
@@ -167,7 +168,7 @@ class MultiSimilarityLoss(MetricLoss):
         self.alpha, self.beta, self.base = alpha, beta, base
 
     def compute(self, embeddings: Tensor, pool: Pool, mined: Mined) -> Tensor:
-        similarity = 1.0 - pool.distances(self.distance, embeddings)
+        similarity = 1.0 - pool.distances(self.distance)
         pos, neg = as_pairs(mined, similarity.shape)
         real = pool.n_real  # positives are real points: the pull term needs only those columns
         pull = log_one_plus_sum_exp(-self.alpha * (similarity[:, :real] - self.base), pos[:, :real]) / self.alpha
@@ -196,7 +197,7 @@ class LiftedStructureLoss(MetricLoss):
         self.margin = margin
 
     def compute(self, embeddings: Tensor, pool: Pool, mined: Mined) -> Tensor:
-        dist = pool.distances(self.distance, embeddings)
+        dist = pool.distances(self.distance)
         pos, neg = as_pairs(mined, dist.shape)
         i, j = pos.nonzero(as_tuple=True)  # j is a real pool point, i.e. a batch row with its own negatives
         if i.numel() == 0:

@@ -81,7 +81,7 @@ class Miner:
     def __call__(self, embeddings: Tensor, labels: Tensor, pool: Pool | None = None) -> Mined:
         pool = pool or Pool.of_batch(embeddings, labels)
         with torch.no_grad():  # mining chooses indices; gradients flow through the loss only
-            rank = pool.distances(self.distance, embeddings, ranking=True)
+            rank = pool.distances(self.distance, ranking=True)
             pos, neg = label_masks(labels, pool)
             return self.mine(rank, pos, neg)
 
@@ -114,7 +114,7 @@ class SemiHardMiner(Miner):
         r_an = rank.masked_fill(~neg, float("inf"))  # [N, M], non-negatives at +inf
         # The k-th positive of every anchor at once ("slot" k): one pass over [N, M] per slot (K - 1
         # for P x K batches) instead of gathering a [pairs, M] copy of the rows.
-        count = pos.sum(1)
+        count = torch.bincount(a, minlength=rank.shape[0])  # a bool [N, M] sum would cast it all to int64
         slot = torch.arange(a.shape[0], device=a.device) - (count.cumsum(0) - count)[a]
         n = torch.zeros_like(a)
         for k in range(int(count.max()) if a.numel() else 0):

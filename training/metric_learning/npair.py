@@ -65,7 +65,7 @@ class PairSetLoss(MetricLoss):
         a, p = one_pair_per_label(pool.labels, mined)
         if a.numel() < 2:  # one class: nothing to contrast, a zero that still backpropagates
             return embeddings.sum() * 0.0
-        return self.compute_pairs(embeddings[a], embeddings[p])
+        return self.compute_pairs(embeddings.index_select(0, a), embeddings.index_select(0, p))
 
     def compute_pairs(self, anchors: Tensor, positives: Tensor) -> Tensor:
         raise NotImplementedError

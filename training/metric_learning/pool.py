@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -10,30 +11,59 @@ from torch import Tensor
 from lookalike.training.metric_learning.distances import Distance
 
 
+def reflect(points: Tensor, axes: Tensor) -> Tensor:
+    """Mirror each row of `points` about the line through the origin along the matching `axes` row."""
+    unit = torch.nn.functional.normalize(axes, dim=1)
+    return 2.0 * (points * unit).sum(1, keepdim=True) * unit - points
+
+
 @dataclass(frozen=True)
 class Pool:
     """Reference points for mining.
 
-    The first `n_real` rows are the batch's own embeddings, in batch order, so index `i < n_real`
-    in the pool *is* batch item `i`. Rows after that are synthetic: they may serve as negatives
-    but never as positives (a positive must be a real image of the anchor's identity). Synthetic
-    row `n_real + k` is the batch's point `point[k]` mirrored about the line along `axis[k]`;
-    knowing that lets `distances` derive them from the batch's Gram matrix.
+    Pool index `i < n_real` is batch item `i` (`batch`, the batch's own embeddings). Indices after
+    that are synthetic: they may serve as negatives but never as positives (a positive must be a
+    real image of the anchor's identity). Synthetic point `n_real + k` is the batch's point
+    `point[k]` mirrored about the line along `axis[k]`. The pool is made from that recipe, and
+    the [M, D] points exist only once a loss asks for `rows`: the miners, multi-similarity and
+    lifted structured work on `distances`, which derives them from the batch's Gram matrix.
+    (Mirroring only the rows asked for was slower: a semi-hard loss asks for about as many rows as
+    there are mirrors, and a `where` over both kinds doubles the work.)
     """
 
-    embeddings: Tensor
+    batch: Tensor
     labels: Tensor
-    n_real: int
     point: Tensor | None = None
     axis: Tensor | None = None
 
     @classmethod
     def of_batch(cls, embeddings: Tensor, labels: Tensor) -> Pool:
-        return cls(embeddings, labels, embeddings.shape[0])
+        return cls(embeddings, labels)
 
-    def distances(self, distance: Distance, embeddings: Tensor, ranking: bool = False) -> Tensor:
-        """[N, M] distances from the batch (`embeddings`, the pool's real rows) to every pool point;
-        with `ranking`, the distance's cheaper same-order form (`Distance.ranking_from_gram`).
+    @property
+    def n_real(self) -> int:
+        return self.batch.shape[0]
+
+    @cached_property
+    def embeddings(self) -> Tensor:
+        """All [M, D] pool points, real then synthetic, made on first use."""
+        if self.point is None or self.axis is None:
+            return self.batch
+        mirrors = reflect(self.batch.index_select(0, self.point), self.batch.index_select(0, self.axis))
+        return torch.cat([self.batch, mirrors])
+
+    def rows(self, index: Tensor) -> Tensor:
+        """The pool points at `index`, [T, D], differentiable with respect to the batch.
+
+        Gathered with `index_select`, not indexing: its backward is a scatter-add, where
+        indexing's accumulating index_put took a quarter of semi-hard + synthesis's time at batch
+        1024 on the CPU.
+        """
+        return self.embeddings.index_select(0, index)
+
+    def distances(self, distance: Distance, ranking: bool = False) -> Tensor:
+        """[N, M] distances from the batch to every pool point; with `ranking`, the distance's
+        cheaper same-order form (`Distance.ranking_from_gram`).
 
         Mirroring p about the axis a gives s = 2 (p.a / |a|^2) a - p, so x . s = 2 (p.a / |a|^2)
         (x . a) - x . p and |s| = |p|: the synthetic columns are two gathered columns of the
@@ -41,16 +71,13 @@ class Pool:
         they are gathered as rows (a column gather is 10x slower on the CPU) into the [M, N]
         transpose, made contiguous once at the end. Differentiable like the direct form.
         """
-        if embeddings.shape[0] != self.n_real:
-            raise ValueError(f"the pool's real rows are a batch of {self.n_real}, not {embeddings.shape[0]}")
         from_gram = distance.ranking_from_gram if ranking else distance.from_gram
-        gram = embeddings @ embeddings.T
+        gram = self.batch @ self.batch.T
         sq = gram.diagonal()
         if self.point is None or self.axis is None:
             return from_gram(gram, sq, sq)
         coefficient = 2.0 * gram[self.point, self.axis] / sq[self.axis].clamp_min(1e-24)
-        # index_select, not gram[index]: its backward is a scatter-add, 3x faster on the CPU than
-        # the accumulating index_put that indexing's backward is.
+        # index_select, not gram[index], for its scatter-add backward (see `rows`).
         synthetic = coefficient[:, None] * gram.index_select(0, self.axis) - gram.index_select(0, self.point)
         pool_to_batch = from_gram(torch.cat([gram, synthetic]), torch.cat([sq, sq[self.point]]), sq)
         return pool_to_batch.T.contiguous()

@@ -29,21 +29,9 @@ def positive_pairs(labels: Tensor) -> tuple[Tensor, Tensor]:
     return i, j
 
 
-def reflect(points: Tensor, axes: Tensor) -> Tensor:
-    """Mirror each row of `points` about the line through the origin along the matching `axes` row."""
-    unit = torch.nn.functional.normalize(axes, dim=1)
-    return 2.0 * (points * unit).sum(1, keepdim=True) * unit - points
-
-
 def symmetrical_synthesis(embeddings: Tensor, labels: Tensor) -> Pool:
-    """Return the pool of real embeddings followed by both mirrors of every positive pair."""
+    """The pool of the real embeddings followed by both mirrors of every positive pair (as a
+    recipe: `Pool.rows` and `Pool.distances` make the mirrors they need)."""
     i, j = positive_pairs(labels)
     point, axis = torch.cat([j, i]), torch.cat([i, j])  # reflect(p about a), then reflect(a about p)
-    synthetic = reflect(embeddings[point], embeddings[axis])
-    return Pool(
-        embeddings=torch.cat([embeddings, synthetic]),
-        labels=torch.cat([labels, labels[point]]),
-        n_real=embeddings.shape[0],
-        point=point,
-        axis=axis,
-    )
+    return Pool(batch=embeddings, labels=torch.cat([labels, labels[point]]), point=point, axis=axis)
