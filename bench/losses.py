@@ -1,6 +1,8 @@
 """Forward+backward time of every loss, ours with and without Symmetrical Synthesis, against
 pytorch-metric-learning's equivalent (miner + loss, same hyper-parameters), on the same P x K
-batches (K = 4) of random D-dimensional embeddings, measured in one run.
+batches (K = 4) of random D-dimensional embeddings, measured in one run: the contenders of a row
+(ours, ours + synthesis, PML) are called in turn, `--repeats` times each (a third as many, at
+least 3, above batch 512), and each one's fastest call is reported.
 
     python -m bench.losses [--sizes 128 256 512 1024] [--dim 512] [--device cpu|cuda] [--amp] [--json]
 
@@ -17,10 +19,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from functools import partial
 
 import torch
 
-from bench.table import median_seconds, print_rows
+from bench.table import interleaved_best_seconds, print_rows
 from lookalike.training.metric_learning import LOSSES, create_criterion
 
 #: The losses over class vectors: nothing to mirror, so no synthesis column.
@@ -85,7 +88,7 @@ def main() -> None:
     parser.add_argument("--losses", nargs="+", choices=list(CASES), default=list(CASES))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--amp", action="store_true", help="embeddings in bfloat16 autocast (CUDA)")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9, help="calls of each contender, in turn; the best counts")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -95,25 +98,26 @@ def main() -> None:
         raw = torch.randn(n, args.dim, device=device)
         labels = torch.arange(n // 4, device=device).repeat_interleave(4)
 
-        def timed(fn: Criterion | None, raw=raw, labels=labels, n=n) -> float | None:
-            if fn is None:
-                return None
-
-            def run() -> None:
-                x = raw.clone().requires_grad_(True)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
-                    embeddings = torch.nn.functional.normalize(x, dim=1)
-                fn(embeddings.float(), labels).backward()
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-
-            return 1000 * median_seconds(run, repeats=args.repeats if n <= 512 else 3)
+        def run(fn: Criterion, raw=raw, labels=labels) -> None:
+            x = raw.clone().requires_grad_(True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
+                embeddings = torch.nn.functional.normalize(x, dim=1)
+            fn(embeddings.float(), labels).backward()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
 
         for case in args.losses:
-            plain = timed(ours(case, False, n // 4, args.dim, device))
-            synth = None if case in PROXY_LOSSES else timed(ours(case, True, n // 4, args.dim, device))
-            too_big = n > PML_MAX_BATCH.get(case, n)
-            theirs = None if too_big else timed(pml(case, n // 4, args.dim, device))
+            contenders = {"plain": ours(case, False, n // 4, args.dim, device)}
+            if case not in PROXY_LOSSES:
+                contenders["synth"] = ours(case, True, n // 4, args.dim, device)
+            theirs = None if n > PML_MAX_BATCH.get(case, n) else pml(case, n // 4, args.dim, device)
+            if theirs is not None:
+                contenders["pml"] = theirs
+            best = interleaved_best_seconds(
+                {name: partial(run, fn) for name, fn in contenders.items()},
+                repeats=args.repeats if n <= 512 else max(3, args.repeats // 3),
+            )
+            plain, synth, theirs = (1000 * best[k] if k in best else None for k in ("plain", "synth", "pml"))
             print(f"batch {n} {case}: ours {plain:.1f} ms", file=sys.stderr, flush=True)
             rows.append(
                 {

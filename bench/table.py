@@ -37,3 +37,22 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> f
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def interleaved_best_seconds(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """The fastest of `repeats` calls of each function, called in turn (a, b, c, a, b, c, ...).
+
+    For side-by-side comparisons on a shared machine: its speed drifts between minutes, and
+    taking turns gives every contender the same drift; the best call is the one least disturbed
+    by the neighbours, where a median of back-to-back calls still carries the minute's drift.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
