@@ -85,12 +85,15 @@ METHODS = {
     # (label-free) or followed by the default metric recipe: at the budget's metric epochs (equal
     # epochs with batch_hard), or at half of them after half the SSL epochs (about equal CPU time).
     **{f"ssl_{name}": {"ssl": name, "ssl_epochs": SSL_EPOCHS} for name in SSL_METHODS.names()},
-    "ssl_simclr+batch_hard": {"ssl": "simclr", "ssl_epochs": SSL_EPOCHS, **BATCH_HARD},
-    "ssl_simclr+batch_hard_equal_time": {
-        "ssl": "simclr",
-        "ssl_epochs": SSL_EPOCHS // 2,
-        "epochs_fraction": 0.5,
-        **BATCH_HARD,
+    **{f"ssl_{name}+batch_hard": {"ssl": name, "ssl_epochs": SSL_EPOCHS, **BATCH_HARD} for name in SSL_METHODS.names()},
+    **{
+        f"ssl_{name}+batch_hard_equal_time": {
+            "ssl": name,
+            "ssl_epochs": SSL_EPOCHS // 2,
+            "epochs_fraction": 0.5,
+            **BATCH_HARD,
+        }
+        for name in SSL_METHODS.names()
     },
     # Issue 15: the default recipe on five-point aligned faces instead of the centre crop.
     "batch_hard+align": {**BATCH_HARD, "align_faces": "mtcnn"},
