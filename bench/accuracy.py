@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 import statistics
 import time
 from collections.abc import Callable
@@ -50,6 +51,7 @@ from lookalike.training.self_supervised import SSL_METHODS
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "docs" / "results.jsonl"
+RUNS = ROOT / "runs" / "accuracy"
 
 DATASETS = {
     "cars": {
@@ -61,7 +63,6 @@ DATASETS = {
     "lfw": {"folder": "lfw", "split": "hash", "train_fraction": 0.5, "crop_fraction": 0.44, "pairs": "pairs.txt"},
     "att": {"folder": "att_faces", "split": "sorted", "train_fraction": 0.75, "crop_fraction": 1.0},
 }
-SSL_EPOCHS = 10  # SimCLR on Cars: held-out Recall@1 rises for about 10 epochs of 64-image batches, then flattens
 BATCH_HARD = {"loss": "triplet", "miner": "batch_hard", "synthesis": False}
 PROXY_LOSSES = tuple(name for name in LOSSES.names() if LOSSES.get(name).synthesis == "none")
 METHODS = {
@@ -81,15 +82,16 @@ METHODS = {
         for synthesis in (False, True)
     },
     **{loss: {"loss": loss, "miner": "auto", "synthesis": False} for loss in PROXY_LOSSES},
-    # Issue 18: self-supervised on the training images (labels unused) for SSL_EPOCHS epochs, alone
-    # (label-free) or followed by the default metric recipe: at the budget's metric epochs (equal
-    # epochs with batch_hard), or at half of them after half the SSL epochs (about equal CPU time).
-    **{f"ssl_{name}": {"ssl": name, "ssl_epochs": SSL_EPOCHS} for name in SSL_METHODS.names()},
-    **{f"ssl_{name}+batch_hard": {"ssl": name, "ssl_epochs": SSL_EPOCHS, **BATCH_HARD} for name in SSL_METHODS.names()},
+    # Issue 18: self-supervised on the training images (labels unused) for the budget's ssl_epochs,
+    # alone (label-free) or followed by the default metric recipe: at the budget's metric epochs
+    # (equal epochs with batch_hard), or half of each stage (about equal CPU time). Runs of one
+    # method, seed and SSL budget share the self-supervised stage (see `ssl_stage`).
+    **{f"ssl_{name}": {"ssl": name} for name in SSL_METHODS.names()},
+    **{f"ssl_{name}+batch_hard": {"ssl": name, **BATCH_HARD} for name in SSL_METHODS.names()},
     **{
         f"ssl_{name}+batch_hard_equal_time": {
             "ssl": name,
-            "ssl_epochs": SSL_EPOCHS // 2,
+            "ssl_epochs_fraction": 0.5,
             "epochs_fraction": 0.5,
             **BATCH_HARD,
         }
@@ -125,7 +127,15 @@ BUDGET = (
     "samples_per_class",
     "min_crop_scale",
     "wild",
+    "protocol",
+    "ssl_epochs",
+    "ssl_lr",
 )
+# What rows written before a budget key existed ran with (not rewritten in the rows: a run's
+# folder is named by the budget it was written with); ssl_lr was the one lr of both stages.
+LEGACY_BUDGET = {"wild": False, "protocol": "test", "ssl_epochs": 10}
+# The self-supervised stage depends on these alone; its runs are shared across the rest.
+SSL_BUDGET = ("protocol", "backbone", "pretrained", "image_size", "crop_mode", "ssl_epochs", "ssl_lr")
 # A converted network fixes its own input and output: these replace the command line's for its recipes.
 FINETUNE_BUDGET = {
     "dlib-resnet": {
@@ -136,6 +146,7 @@ FINETUNE_BUDGET = {
     }
 }
 WILD_CANVAS = 500
+VALIDATION_FRACTION = 0.75
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -147,22 +158,48 @@ def pml_criterion(margin: float):
     return lambda embeddings, labels: loss(embeddings, labels, miner(embeddings, labels))
 
 
-def test_split(name: str) -> tuple[dict, dict, dict]:
-    """(train classes, all test classes, test classes with 2+ images) of a dataset."""
+def universe(name: str, protocol: str = "test") -> tuple[Path, str, float]:
+    """(image folder, split rule, train fraction) that a protocol trains and scores on.
+
+    "test": the data set's own split, its held-out part the test classes. "validation": its
+    training classes alone (a folder of links to them) split again, sorted, 3:1, so that budgets
+    and hyper-parameters are chosen on classes that are not the test classes."""
     spec = DATASETS[name]
-    classes = scan_folder(SHARED / spec["folder"] / "images")
-    train_names, test_names = split_classes(list(classes), spec["train_fraction"], spec["split"])
+    folder = SHARED / spec["folder"] / "images"
+    if protocol == "test":
+        return folder, spec["split"], spec["train_fraction"]
+    links = RUNS / name / "validation-universe"
+    if not links.is_dir():
+        train_names, _ = split_classes(list(scan_folder(folder)), spec["train_fraction"], spec["split"])
+        partial = links.with_name(f"{links.name}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        for class_name in train_names:
+            (partial / class_name).symlink_to(folder / class_name, target_is_directory=True)
+        partial.rename(links)
+    return links, "sorted", VALIDATION_FRACTION
+
+
+def test_split(name: str, protocol: str = "test") -> tuple[dict, dict, dict]:
+    """(train classes, all held-out classes, held-out classes with 2+ images) of a data set."""
+    folder, rule, fraction = universe(name, protocol)
+    classes = scan_folder(folder)
+    train_names, test_names = split_classes(list(classes), fraction, rule)
     test = {n: classes[n] for n in test_names}
     return {n: classes[n] for n in train_names}, test, {n: v for n, v in test.items() if len(v) >= 2}
 
 
 def evaluate(
-    name: str, embed: Callable[[list[Image.Image]], np.ndarray], wild: bool = False, all_pairs: bool = False
+    name: str,
+    embed: Callable[[list[Image.Image]], np.ndarray],
+    wild: bool = False,
+    all_pairs: bool = False,
+    protocol: str = "test",
 ) -> dict:
-    """Final metrics with `embed(pictures) -> unit vectors [N, D]` (a zero row: no face found).
-    `all_pairs`, for a model that never saw LFW: also every one of the 6,000 official pairs, and
-    the threshold its ten folds fit on the pairs of the training-half identities alone."""
-    _, test, retrievable = test_split(name)
+    """Final metrics with `embed(pictures) -> unit vectors [N, D]` (a zero row: no face found) on
+    the protocol's held-out classes. `all_pairs`, for a model that never saw LFW: also every one of
+    the 6,000 official pairs, and the threshold its ten folds fit on the training-half pairs alone."""
+    _, test, retrievable = test_split(name, protocol)
     paths = [p for files in retrievable.values() for p in files]
     labels = np.array([i for i, files in enumerate(retrievable.values()) for _ in files])
     vectors = embed_paths(embed, paths)
@@ -261,9 +298,8 @@ def read_results() -> list[dict]:
 
 
 def same_budget(budget: dict) -> dict:
-    """A budget as compared: rows written before --wild existed ran without it, i.e. wild=False.
-    (Not rewritten in the rows: a run's folder is named by the budget it was written with.)"""
-    return {**budget, "wild": budget.get("wild", False)}
+    """A budget as compared, with what older rows ran with filled in (`LEGACY_BUDGET`)."""
+    return {**budget, **{k: v for k, v in {**LEGACY_BUDGET, "ssl_lr": budget["lr"]}.items() if k not in budget}}
 
 
 def budgets_of(rows: list[dict], name: str) -> list[dict]:
@@ -278,7 +314,7 @@ def budgets_of(rows: list[dict], name: str) -> list[dict]:
 def budget_folder(name: str, budget: dict) -> Path:
     """Where one budget's runs live: its own folder, so an ablation never overwrites the main runs."""
     tag = hashlib.sha1(json.dumps(budget, sort_keys=True).encode()).hexdigest()[:8]
-    return ROOT / "runs" / "accuracy" / name / tag
+    return RUNS / name / tag
 
 
 def run_training(name: str, method: str, seed: int, budget: dict, args: argparse.Namespace, out: Path) -> dict:
@@ -295,27 +331,32 @@ def run_training(name: str, method: str, seed: int, budget: dict, args: argparse
         framing = {"align_faces": recipe["align_faces"]}
     else:
         framing = {"crop_fraction": spec["crop_fraction"], "crop_mode": budget["crop_mode"]}
+    folder, rule, fraction = universe(name, budget["protocol"])
     common = {
-        "data": SHARED / spec["folder"] / "images",
-        "split": spec["split"],
-        "train_fraction": spec["train_fraction"],
+        "data": folder,
+        "split": rule,
+        "train_fraction": fraction,
         **framing,
         "backbone": budget["backbone"],
         "image_size": budget["image_size"],
-        "lr": budget["lr"],
         "seed": seed,
         "workers": args.workers,
         "cache_images": True,
         "export": "last",  # the held-out classes are the test set: choosing the epoch on them would flatter it
     }
-    started, result = time.perf_counter(), {}
+    started, result, ssl_seconds = time.perf_counter(), {}, 0.0
     if "ssl" in recipe:
-        ssl_out = out / "ssl" if "loss" in recipe else out
-        train(TrainConfig(**common, out=ssl_out, ssl=recipe["ssl"], epochs=recipe["ssl_epochs"], pretrained=pretrained))
+        ssl_out = ssl_stage(name, recipe, seed, budget)
+        epochs = max(1, round(budget["ssl_epochs"] * recipe.get("ssl_epochs_fraction", 1)))
+        ssl_cfg = TrainConfig(**common, out=ssl_out, ssl=recipe["ssl"], epochs=epochs, pretrained=pretrained)
+        ssl_seconds = run_stage(ssl_cfg.model_copy(update={"lr": budget["ssl_lr"]}))
         ssl_rows = [json.loads(line) for line in (ssl_out / "metrics.jsonl").read_text().splitlines()]
         result["ssl_recall@1_per_epoch"] = [r["recall@1"] for r in ssl_rows]
         result["untrained_recall@1"] = ssl_rows[0]["recall@1"]
         pretrained = str(ssl_out / "last.pt")
+        if "loss" not in recipe:
+            out = ssl_out
+        started = time.perf_counter()
     if "loss" in recipe:
         cfg = TrainConfig(
             **common,
@@ -323,6 +364,7 @@ def run_training(name: str, method: str, seed: int, budget: dict, args: argparse
             pretrained=pretrained,
             min_crop_scale=budget["min_crop_scale"],
             embedding_size=budget["embedding_size"],
+            lr=budget["lr"],
             loss=recipe["loss"],
             margin=recipe.get("margin"),
             miner=recipe["miner"],
@@ -332,15 +374,39 @@ def run_training(name: str, method: str, seed: int, budget: dict, args: argparse
             epochs=max(1, round(budget["epochs"] * recipe.get("epochs_fraction", 1))),
         )
         train(cfg, criterion=pml_criterion(0.2 if cfg.margin is None else cfg.margin) if recipe.get("pml") else None)
-    total = time.perf_counter() - started
+    total = ssl_seconds + time.perf_counter() - started
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    result.update(evaluate(name, bundle_embedder(load_bundle(out / "bundle")), budget["wild"]))
+    embed = bundle_embedder(load_bundle(out / "bundle"))
+    result.update(evaluate(name, embed, budget["wild"], protocol=budget["protocol"]))
     return {
         **result,
         "recall@1_per_epoch": [r["recall@1"] for r in rows],
         "epoch_seconds": statistics.median(r["epoch_seconds"] for r in rows[1:]),  # robust to a paused epoch
         "train_seconds": total,
     }
+
+
+def ssl_stage(name: str, recipe: dict, seed: int, budget: dict) -> Path:
+    """The folder of a self-supervised stage, named by what it depends on: the label-free row and
+    the rows fine-tuned from it train it once."""
+    ssl_budget = {k: same_budget(budget)[k] for k in SSL_BUDGET}
+    fraction = recipe.get("ssl_epochs_fraction", 1)
+    stage = f"ssl_{recipe['ssl']}" + ("" if fraction == 1 else f"_x{fraction}")
+    return budget_folder(name, ssl_budget) / stage / f"seed{seed}"
+
+
+def run_stage(cfg: TrainConfig) -> float:
+    """Train `cfg` unless an earlier job finished it (resumed if one was cut off); its wall-clock
+    seconds, kept beside it so that a shared stage is charged to every row that uses it."""
+    clock = cfg.out / "stage_seconds.json"
+    if clock.is_file():
+        train(cfg.model_copy(update={"resume": True}))  # finished: re-exports the bundle, trains nothing
+        return json.loads(clock.read_text())["seconds"]
+    started = time.perf_counter()
+    train(cfg.model_copy(update={"resume": True}))
+    seconds = time.perf_counter() - started
+    clock.write_text(json.dumps({"seconds": seconds}))
+    return seconds
 
 
 def run_converted(name: str, args: argparse.Namespace, out: Path) -> dict:
@@ -350,7 +416,7 @@ def run_converted(name: str, args: argparse.Namespace, out: Path) -> dict:
     started = time.perf_counter()
     bundle_dlib_resnet(convert_dlib_resnet(out), out / "bundle")
     converted = time.perf_counter() - started
-    result = evaluate(name, bundle_embedder(load_bundle(out / "bundle")), args.wild, all_pairs=True)
+    result = evaluate(name, bundle_embedder(load_bundle(out / "bundle")), args.wild, True, args.protocol)
     return {**result, "epoch_seconds": 0.0, "train_seconds": 0.0, "convert_seconds": converted}
 
 
@@ -369,21 +435,27 @@ def run_pixels(name: str, args: argparse.Namespace) -> dict:
     def pixels(images: list[Image.Image]) -> np.ndarray:
         return np.stack([preprocess(image.convert("L"), spec)[0].ravel() for image in images])
 
-    train_classes, _, _ = test_split(name)
+    train_classes, _, _ = test_split(name, args.protocol)
     train_paths = [p for files in train_classes.values() for p in files][:5000]
     pca = PCA(n_components=min(args.embedding_size, len(train_paths)), random_state=0)
-    pca.fit(np.concatenate([pixels([open_rgb(p) for p in train_paths[n : n + 256]]) for n in range(0, 5000, 256)]))
+    pca.fit(
+        np.concatenate(
+            [pixels([open_rgb(p) for p in train_paths[n : n + 256]]) for n in range(0, len(train_paths), 256)]
+        )
+    )
 
     def embed(images: list[Image.Image]) -> np.ndarray:
         vectors = pca.transform(pixels(images)).astype(np.float32)
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
-    return {**evaluate(name, embed, args.wild), "epoch_seconds": 0.0, "train_seconds": 0.0}
+    return {**evaluate(name, embed, args.wild, False, args.protocol), "epoch_seconds": 0.0, "train_seconds": 0.0}
 
 
 def budget_of(args: argparse.Namespace, method: str) -> dict:
     """The command line's budget, with what a fine-tuned converted network fixes for itself."""
-    return {**{k: getattr(args, k) for k in BUDGET}, **FINETUNE_BUDGET.get(METHODS[method].get("finetune"), {})}
+    budget = {k: getattr(args, k) for k in BUDGET}
+    budget["ssl_lr"] = budget["lr"] if args.ssl_lr is None else args.ssl_lr
+    return {**budget, **FINETUNE_BUDGET.get(METHODS[method].get("finetune"), {})}
 
 
 def command_run(args: argparse.Namespace) -> None:
@@ -433,7 +505,9 @@ def command_report(_: argparse.Namespace) -> None:
         "Generated by `python -m bench.accuracy report` from `docs/results.jsonl` "
         "(reproduce with `python -m bench.accuracy run`; see its `--help`). Mean ± std over seeds.",
         "Every run is scored with its last epoch's model: the held-out classes are the test classes,",
-        "so picking the best epoch on them would flatter the result.",
+        "so picking the best epoch on them would flatter the result. Sections marked *validation* train on",
+        "three quarters of the training classes and score the other quarter: budgets and hyper-parameters",
+        "are chosen there, never on the test classes.",
         "Times are wall-clock on the machine named in each budget line. Other work on the machine, and",
         "on a shared VM the host itself (CPU steal reached 50-75% during some runs), only ever add time,",
         "so each method's times are its fastest seed's: the median epoch and the whole run.",
@@ -444,8 +518,10 @@ def command_report(_: argparse.Namespace) -> None:
         for number, budget in enumerate(budgets):
             subset = [r for r in rows if r["dataset"] == name and same_budget(r["budget"]) == same_budget(budget)]
             main = same_budget(budgets[0])
-            changed = {k: v for k, v in same_budget(budget).items() if v != main.get(k)}
-            title = f"{name}, ablation: {json.dumps(changed)}" if number else name
+            full = same_budget(budget)
+            changed = {k: v for k, v in full.items() if v != main.get(k) and not (k == "ssl_lr" and v == full["lr"])}
+            kind = "validation" if full["protocol"] == "validation" else "ablation"
+            title = f"{name}, {kind}: {json.dumps(changed)}" if number else name
             lines += section(name, title, subset, suffix=f"_ablation{number}" if number else "")
     (ROOT / "docs" / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -610,6 +686,15 @@ def main() -> None:
         default=TrainConfig.model_fields["min_crop_scale"].default,
         help="smallest area a random training crop keeps",
     )
+    run.add_argument(
+        "--protocol",
+        choices=["test", "validation"],
+        default="test",
+        help="test: train on the training classes, score on the test classes; validation: train on 3/4 of the "
+        "training classes and score on the other quarter, to choose budgets and hyper-parameters",
+    )
+    run.add_argument("--ssl-epochs", type=int, default=LEGACY_BUDGET["ssl_epochs"], help="self-supervised stage")
+    run.add_argument("--ssl-lr", type=float, help="self-supervised stage's learning rate; unset: --lr")
     run.add_argument("--workers", type=int, default=2)
     run.add_argument(
         "--wild",
