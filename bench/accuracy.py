@@ -348,8 +348,11 @@ def run_training(name: str, method: str, seed: int, budget: dict, args: argparse
     if "ssl" in recipe:
         ssl_out = ssl_stage(name, recipe, seed, budget)
         epochs = max(1, round(budget["ssl_epochs"] * recipe.get("ssl_epochs_fraction", 1)))
-        ssl_cfg = TrainConfig(**common, out=ssl_out, ssl=recipe["ssl"], epochs=epochs, pretrained=pretrained)
-        ssl_seconds = run_stage(ssl_cfg.model_copy(update={"lr": budget["ssl_lr"]}))
+        ssl_seconds = run_stage(
+            TrainConfig(
+                **common, out=ssl_out, ssl=recipe["ssl"], epochs=epochs, lr=budget["ssl_lr"], pretrained=pretrained
+            )
+        )
         ssl_rows = [json.loads(line) for line in (ssl_out / "metrics.jsonl").read_text().splitlines()]
         result["ssl_recall@1_per_epoch"] = [r["recall@1"] for r in ssl_rows]
         result["untrained_recall@1"] = ssl_rows[0]["recall@1"]
@@ -399,14 +402,11 @@ def run_stage(cfg: TrainConfig) -> float:
     """Train `cfg` unless an earlier job finished it (resumed if one was cut off); its wall-clock
     seconds, kept beside it so that a shared stage is charged to every row that uses it."""
     clock = cfg.out / "stage_seconds.json"
-    if clock.is_file():
-        train(cfg.model_copy(update={"resume": True}))  # finished: re-exports the bundle, trains nothing
-        return json.loads(clock.read_text())["seconds"]
     started = time.perf_counter()
-    train(cfg.model_copy(update={"resume": True}))
-    seconds = time.perf_counter() - started
-    clock.write_text(json.dumps({"seconds": seconds}))
-    return seconds
+    train(cfg.model_copy(update={"resume": True}))  # a finished stage re-exports its bundle, trains nothing
+    if not clock.is_file():
+        clock.write_text(json.dumps({"seconds": time.perf_counter() - started}))
+    return json.loads(clock.read_text())["seconds"]
 
 
 def run_converted(name: str, args: argparse.Namespace, out: Path) -> dict:
