@@ -607,8 +607,10 @@ def section(name: str, title: str, subset: list[dict], suffix: str) -> list[str]
         curves = [r["recall@1_per_epoch"] for r in runs if "recall@1_per_epoch" in r]
         if curves:
             ax.plot(np.mean(curves, axis=0), marker="o", label=method)
-    untrained = [r["untrained_recall@1"] for r in subset if "untrained_recall@1" in r]
-    if untrained:  # the self-supervised runs' epoch 0: the untrained network's own features
+    # the self-supervised runs' epoch 0: the untrained network's own features, once per seed (rows
+    # fine-tuned from a shared stage repeat its epoch 0)
+    untrained = list({r["seed"]: r["untrained_recall@1"] for r in subset if "untrained_recall@1" in r}.values())
+    if untrained:
         blanks = ["-"] * (len(header) - 3)
         lines.append(
             "| "
