@@ -29,7 +29,7 @@ from bench.accuracy import DATASETS, SHARED, add_model_arguments, budget_folder,
 from bench.table import print_rows
 from lookalike.images import Preprocessing, open_rgb, preprocess
 from lookalike.training import EmbeddingModel, PKSampler
-from lookalike.training.metric_learning import Pool, Triplets, create_miner, symmetrical_synthesis
+from lookalike.training.metric_learning import Pool, Triplets, create_distance, create_miner, symmetrical_synthesis
 
 
 def load_model(run: Path | None, backbone: str, embedding_size: int) -> EmbeddingModel:
@@ -59,9 +59,9 @@ def batches(dataset: str, spec: Preprocessing, args: argparse.Namespace) -> list
 
 def active_share(embeddings: Tensor, pool: Pool, triplets: Triplets, margin: float) -> float:
     """Share of the batch's anchors whose mined triplet has d(a, p) - d(a, n) + margin > 0."""
-    anchor = embeddings[triplets.anchor]
-    d_ap = (anchor - pool.rows(triplets.positive)).norm(dim=1)
-    d_an = (anchor - pool.rows(triplets.negative)).norm(dim=1)
+    euclidean = create_distance("euclidean")
+    d_ap = pool.paired_distances(euclidean, triplets.anchor, triplets.positive)
+    d_an = pool.paired_distances(euclidean, triplets.anchor, triplets.negative)
     return float((d_ap - d_an + margin > 0).float().sum()) / embeddings.shape[0]
 
 

@@ -35,6 +35,7 @@ from lookalike.training.metric_learning.miners import (
     as_pairs,
     as_triplets,
     create_miner,
+    distinct_pairs,
 )
 from lookalike.training.metric_learning.npair import AngularLoss, NPairAngularLoss, NPairLoss
 from lookalike.training.metric_learning.pool import Pool, reflect
@@ -80,6 +81,7 @@ __all__ = [
     "create_criterion",
     "create_distance",
     "create_miner",
+    "distinct_pairs",
     "reflect",
     "symmetrical_synthesis",
 ]

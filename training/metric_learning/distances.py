@@ -17,7 +17,7 @@ DISTANCES: Registry[Distance] = Registry("distance")
 
 
 class Distance:
-    """Callable `(x[N, D], y[M, D]) -> [N, M]` dissimilarity matrix; `paired` for matching rows.
+    """Callable `(x[N, D], y[M, D]) -> [N, M]` dissimilarity matrix.
 
     Every matrix is computed from inner products and squared norms (`from_gram`), which is one
     matmul instead of an [N, M, D] difference tensor, and lets a pool of synthetic points get its
@@ -25,25 +25,24 @@ class Distance:
     """
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
-        return self.from_gram(x @ y.T, (x * x).sum(1), (y * y).sum(1))
+        return self.from_gram(x @ y.T, (x * x).sum(1)[:, None], (y * y).sum(1)[None, :])
 
     def from_gram(self, gram: Tensor, sq_x: Tensor, sq_y: Tensor) -> Tensor:
-        """The [N, M] matrix from inner products x_i . y_j and squared norms |x_i|^2, |y_j|^2."""
+        """Element-wise, from inner products x . y and squared norms |x|^2, |y|^2 that broadcast
+        against them: an [N, M] matrix from sq_x[:, None] and sq_y[None, :], or [T] paired values."""
         raise NotImplementedError
 
-    def ranking_from_gram(self, gram: Tensor, sq_x: Tensor, sq_y: Tensor) -> Tensor:
-        """A matrix in the same order as `from_gram`'s, for miners: they compare and pick entries,
-        so where the distance is an increasing function of a cheaper one (Euclidean of squared
-        Euclidean) they work on that, and map back only the few values they keep (`from_ranking`)."""
-        return self.from_gram(gram, sq_x, sq_y)
+    def ranking_coefficients(self, sq_y: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """(scale, shift) per reference point y, None meaning 1 and 0, such that
+        `shift - scale * (x . y)` orders the points y as their distances from any one x do.
 
-    def from_ranking(self, values: Tensor) -> Tensor:
-        """The distances of entries of a `ranking_from_gram` matrix."""
-        return values
+        The miners' matrix (`Pool.ranking`): they compare entries of one anchor's row only, so
+        what depends on the anchor alone (|x|^2, 1 / |x|) and any square root is left out, and
+        put back by `from_ranking` for the few entries they keep."""
+        raise NotImplementedError
 
-    def paired(self, x: Tensor, y: Tensor) -> Tensor:
-        """Dissimilarity of row i of x with row i of y, `[T]`: what a loss needs for T mined
-        tuples, without the full matrix (and its backward) that only the miner needs."""
+    def from_ranking(self, values: Tensor, sq_x: Tensor) -> Tensor:
+        """The distances of ranking entries, given their anchors' squared norms (broadcast)."""
         raise NotImplementedError
 
 
@@ -54,11 +53,14 @@ class CosineDistance(Distance):
     def from_gram(self, gram: Tensor, sq_x: Tensor, sq_y: Tensor) -> Tensor:
         # Scaled by the inverse norms, then 1 - . in place: one new [N, M] tensor, not three (the
         # in-place steps' gradients need no saved values, so autograd allows them).
-        cos = gram * sq_x.clamp_min(1e-24).rsqrt()[:, None] * sq_y.clamp_min(1e-24).rsqrt()[None, :]
+        cos = gram * (sq_x.clamp_min(1e-24).rsqrt() * sq_y.clamp_min(1e-24).rsqrt())
         return cos.neg_().add_(1.0)
 
-    def paired(self, x: Tensor, y: Tensor) -> Tensor:
-        return 1.0 - torch.nn.functional.cosine_similarity(x, y, dim=1, eps=1e-12)
+    def ranking_coefficients(self, sq_y: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        return sq_y.clamp_min(1e-24).rsqrt(), None  # -(x . y) / |y|: the cosine times |x|, less 1
+
+    def from_ranking(self, values: Tensor, sq_x: Tensor) -> Tensor:
+        return 1.0 + values * sq_x.clamp_min(1e-24).rsqrt()
 
 
 @DISTANCES.register("squared_euclidean")
@@ -68,10 +70,13 @@ class SquaredEuclideanDistance(Distance):
     def from_gram(self, gram: Tensor, sq_x: Tensor, sq_y: Tensor) -> Tensor:
         # Clamp: rounding can push the exact zeros of identical rows below zero. In place on the
         # one new [N, M] tensor: each extra temporary costs a pass over it.
-        return (-2.0 * gram).add_(sq_x[:, None]).add_(sq_y[None, :]).clamp_min_(0.0)
+        return (-2.0 * gram).add_(sq_x).add_(sq_y).clamp_min_(0.0)
 
-    def paired(self, x: Tensor, y: Tensor) -> Tensor:
-        return ((x - y) ** 2).sum(1)
+    def ranking_coefficients(self, sq_y: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        return None, 0.5 * sq_y  # |y|^2 / 2 - x . y: half the squared distance, less |x|^2 / 2
+
+    def from_ranking(self, values: Tensor, sq_x: Tensor) -> Tensor:
+        return (sq_x + 2.0 * values).clamp_min(0.0)
 
 
 @DISTANCES.register("euclidean")
@@ -82,16 +87,10 @@ class EuclideanDistance(SquaredEuclideanDistance):
         # sqrt has an infinite slope at 0 (an anchor against itself): clamp, and report exact zeros.
         return self._safe_sqrt(super().from_gram(gram, sq_x, sq_y))
 
-    def ranking_from_gram(self, gram: Tensor, sq_x: Tensor, sq_y: Tensor) -> Tensor:
-        # The squared distance has the same order; the [N, M] square roots (a third of a
-        # synthetic pool's distance cost at batch 1024) are left for the values a miner keeps.
-        return super().from_gram(gram, sq_x, sq_y)
-
-    def from_ranking(self, values: Tensor) -> Tensor:
-        return values.clamp_min(0.0).sqrt()
-
-    def paired(self, x: Tensor, y: Tensor) -> Tensor:
-        return self._safe_sqrt(super().paired(x, y))
+    def from_ranking(self, values: Tensor, sq_x: Tensor) -> Tensor:
+        # The miners rank on the squared distance's order: the [N, M] square roots are left for
+        # the values they keep.
+        return super().from_ranking(values, sq_x).sqrt()
 
     @staticmethod
     def _safe_sqrt(sq: Tensor) -> Tensor:

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from lookalike.registry import Registry
 from lookalike.training.metric_learning.distances import Distance, create_distance
-from lookalike.training.metric_learning.miners import Mined, Pairs, as_pairs, as_triplets, label_masks
+from lookalike.training.metric_learning.miners import Mined, Pairs, as_pairs, as_triplets, distinct_pairs
 from lookalike.training.metric_learning.pool import Pool
 
 LOSSES: Registry[MetricLoss] = Registry("loss")
@@ -72,21 +72,17 @@ class MetricLoss(torch.nn.Module):
     ) -> Tensor:
         pool = pool or Pool.of_batch(embeddings, labels)
         if mined is None:  # every valid tuple: the masks, which a triplet loss expands itself
-            mined = Pairs(*label_masks(labels, pool))
+            mined = Pairs(pool.positives, pool.negatives)
         return self.compute(embeddings, pool, mined)
 
     def compute(self, embeddings: Tensor, pool: Pool, mined: Mined) -> Tensor:
         raise NotImplementedError
 
-    def tuple_distances(self, embeddings: Tensor, pool: Pool, mined: Mined) -> tuple[Tensor, Tensor]:
-        """d(a, p) and d(a, n) for each mined triplet, computed only for the rows needed."""
-        mined = as_triplets(mined)
-        # index_select, not indexing, for its scatter-add backward (see `Pool.rows`).
-        anchors = embeddings.index_select(0, mined.anchor)
-        return (
-            self.distance.paired(anchors, pool.rows(mined.positive)),
-            self.distance.paired(anchors, pool.rows(mined.negative)),
-        )
+    def tuple_distances(self, pool: Pool, mined: Mined) -> tuple[Tensor, Tensor]:
+        """d(a, p) and d(a, n) for each mined triplet, from the pool's Gram matrix (a few gathers;
+        its backward is the one matmul of `Pool.gram`, shared by every tuple)."""
+        a, p, n = as_triplets(mined)
+        return pool.paired_distances(self.distance, torch.cat([a, a]), torch.cat([p, n])).chunk(2)
 
 
 @LOSSES.register("triplet")
@@ -103,7 +99,7 @@ class TripletMarginLoss(MetricLoss):
         self.margin = margin
 
     def compute(self, embeddings: Tensor, pool: Pool, mined: Mined) -> Tensor:
-        d_ap, d_an = self.tuple_distances(embeddings, pool, mined)
+        d_ap, d_an = self.tuple_distances(pool, mined)
         return mean_of_positive(torch.relu(d_ap - d_an + self.margin), embeddings)
 
 
@@ -129,10 +125,9 @@ class ContrastiveLoss(MetricLoss):
         self.neg_margin = neg_margin
 
     def compute(self, embeddings: Tensor, pool: Pool, mined: Mined) -> Tensor:
-        pairs = as_pairs(mined, (embeddings.shape[0], pool.labels.shape[0]))
-        (a_pos, p), (a_neg, n) = pairs.positive.nonzero(as_tuple=True), pairs.negative.nonzero(as_tuple=True)
-        d_pos = self.distance.paired(embeddings.index_select(0, a_pos), pool.rows(p))
-        d_neg = self.distance.paired(embeddings.index_select(0, a_neg), pool.rows(n))
+        (a_pos, p), (a_neg, n) = distinct_pairs(mined, pool.labels.shape[0])
+        distances = pool.paired_distances(self.distance, torch.cat([a_pos, a_neg]), torch.cat([p, n]))
+        d_pos, d_neg = distances.split([p.shape[0], n.shape[0]])
         pos_loss = torch.relu(d_pos - self.pos_margin)
         neg_loss = torch.relu(self.neg_margin - d_neg)
         return mean_of_positive(pos_loss, embeddings) + mean_of_positive(neg_loss, embeddings)
@@ -169,7 +164,7 @@ class MultiSimilarityLoss(MetricLoss):
 
     def compute(self, embeddings: Tensor, pool: Pool, mined: Mined) -> Tensor:
         similarity = 1.0 - pool.distances(self.distance)
-        pos, neg = as_pairs(mined, similarity.shape)
+        pos, neg = as_pairs(mined, *similarity.shape)
         real = pool.n_real  # positives are real points: the pull term needs only those columns
         pull = log_one_plus_sum_exp(-self.alpha * (similarity[:, :real] - self.base), pos[:, :real]) / self.alpha
         push = log_one_plus_sum_exp(self.beta * (similarity - self.base), neg) / self.beta
@@ -198,7 +193,7 @@ class LiftedStructureLoss(MetricLoss):
 
     def compute(self, embeddings: Tensor, pool: Pool, mined: Mined) -> Tensor:
         dist = pool.distances(self.distance)
-        pos, neg = as_pairs(mined, dist.shape)
+        pos, neg = as_pairs(mined, *dist.shape)
         i, j = pos.nonzero(as_tuple=True)  # j is a real pool point, i.e. a batch row with its own negatives
         if i.numel() == 0:
             return embeddings.sum() * 0.0

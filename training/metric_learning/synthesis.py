@@ -19,14 +19,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lookalike.training.metric_learning.pool import Pool
+from lookalike.training.metric_learning.pool import Pool, same_label_pairs
 
 
 def positive_pairs(labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Index pairs (i, j), i < j, of same-label batch items, in row-major order (one [N, N] mask,
-    not a gather over all N^2 / 2 index pairs)."""
-    i, j = torch.triu(labels[:, None] == labels[None, :], diagonal=1).nonzero(as_tuple=True)
-    return i, j
+    """Index pairs (i, j), i < j, of same-label batch items, in row-major order."""
+    i, j = same_label_pairs(labels)
+    keep = i < j
+    return i[keep], j[keep]
 
 
 def symmetrical_synthesis(embeddings: Tensor, labels: Tensor) -> Pool:
