@@ -53,7 +53,7 @@ class CosineDistance(Distance):
     def from_gram(self, gram: Tensor, sq_x: Tensor, sq_y: Tensor) -> Tensor:
         # Scaled by the inverse norms, then 1 - . in place: one new [N, M] tensor, not three (the
         # in-place steps' gradients need no saved values, so autograd allows them).
-        cos = gram * (sq_x.clamp_min(1e-24).rsqrt() * sq_y.clamp_min(1e-24).rsqrt())
+        cos = gram * sq_x.clamp_min(1e-24).rsqrt() * sq_y.clamp_min(1e-24).rsqrt()
         return cos.neg_().add_(1.0)
 
     def ranking_coefficients(self, sq_y: Tensor) -> tuple[Tensor | None, Tensor | None]:

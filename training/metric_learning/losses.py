@@ -136,10 +136,26 @@ class ContrastiveLoss(MetricLoss):
 def log_one_plus_sum_exp(x: Tensor, keep: Tensor) -> Tensor:
     """Row-wise log(1 + sum of exp(x) over the kept entries), stably: shifted by each row's max
     with 0 (the "1"), held constant for autograd as logsumexp does. A row with nothing kept gives
-    log(1) = 0 and no gradient. (Not a logsumexp over x with a zero column: that copies x.)"""
-    x = x.masked_fill(~keep, float("-inf"))
+    log(1) = 0 and no gradient.
+
+    The mask enters as a 0/1 factor, not through `masked_fill` or `where`: with a mask as
+    irregular as a miner's, those take 12 ms on [1024, 4096] on the CPU, the conversion and two
+    products 2-3 ms. Entries left out become 0 before the exponential, so they stay finite
+    (0 * exp(large) would be NaN) and leave the shift, max(0, kept), as it is.
+    """
+    weight = keep.to(x.dtype)
+    x = x * weight
     shift = x.detach().amax(dim=1).clamp_min(0.0)
-    return shift + ((x - shift[:, None]).exp().sum(dim=1) + (-shift).exp()).log()
+    return shift + (x.sub_(shift[:, None]).exp().mul(weight).sum(dim=1) + (-shift).exp()).log()
+
+
+def log_sum_exp(x: Tensor, keep: Tensor) -> Tensor:
+    """Row-wise log of the sum of exp(x) over the kept entries (-inf for a row with none), with the
+    mask as a 0/1 factor as in `log_one_plus_sum_exp`; the shift is each row's largest kept entry."""
+    weight = keep.to(x.dtype)
+    shift = torch.addcmul(x.detach(), weight - 1.0, torch.tensor(torch.finfo(x.dtype).max / 4)).amax(dim=1)
+    shift = shift.masked_fill(shift < torch.finfo(x.dtype).min / 8, 0.0)  # a row with nothing kept
+    return shift + ((x - shift[:, None]) * weight).exp().mul(weight).sum(dim=1).log()
 
 
 @LOSSES.register("multi_similarity")
@@ -163,11 +179,12 @@ class MultiSimilarityLoss(MetricLoss):
         self.alpha, self.beta, self.base = alpha, beta, base
 
     def compute(self, embeddings: Tensor, pool: Pool, mined: Mined) -> Tensor:
-        similarity = 1.0 - pool.distances(self.distance)
-        pos, neg = as_pairs(mined, *similarity.shape)
+        dist = pool.distances(self.distance)  # 1 - S
+        pos, neg = as_pairs(mined, *dist.shape)
         real = pool.n_real  # positives are real points: the pull term needs only those columns
-        pull = log_one_plus_sum_exp(-self.alpha * (similarity[:, :real] - self.base), pos[:, :real]) / self.alpha
-        push = log_one_plus_sum_exp(self.beta * (similarity - self.base), neg) / self.beta
+        # -alpha (S - base) and beta (S - base) from d = 1 - S, scaled in place: a pass less each.
+        pull = log_one_plus_sum_exp((dist[:, :real] - (1.0 - self.base)).mul_(self.alpha), pos[:, :real]) / self.alpha
+        push = log_one_plus_sum_exp(((1.0 - self.base) - dist).mul_(self.beta), neg) / self.beta
         return (pull + push).mean()
 
 
@@ -197,6 +214,6 @@ class LiftedStructureLoss(MetricLoss):
         i, j = pos.nonzero(as_tuple=True)  # j is a real pool point, i.e. a batch row with its own negatives
         if i.numel() == 0:
             return embeddings.sum() * 0.0
-        negatives = torch.logsumexp((self.margin - dist).masked_fill(~neg, float("-inf")), dim=1)
+        negatives = log_sum_exp(self.margin - dist, neg)
         lifted = torch.logaddexp(negatives[i], negatives[j]) + dist[i, j]
         return 0.5 * (torch.relu(lifted) ** 2).mean()

@@ -41,9 +41,8 @@ def dot(gram: Tensor | BlockGram, x: int, y: int) -> Tensor:
     return gram[x, y]
 
 
-def one_pair_per_label(labels: Tensor, mined: Mined) -> tuple[Tensor, Tensor]:
-    """The first mined (anchor, positive) of each anchor label, ordered by label."""
-    anchor, positive = mined[:2] if isinstance(mined, Triplets) else mined.positive.nonzero(as_tuple=True)
+def one_pair_per_label(labels: Tensor, anchor: Tensor, positive: Tensor) -> tuple[Tensor, Tensor]:
+    """The first (anchor, positive) of each anchor label, ordered by label."""
     unique, inverse = torch.unique(labels[anchor], return_inverse=True)
     order = torch.arange(inverse.shape[0], device=labels.device)
     first = torch.full_like(unique, inverse.shape[0]).scatter_reduce(0, inverse, order, "amin")
@@ -59,10 +58,21 @@ class PairSetLoss(MetricLoss):
         super().__init__("cosine")
         self.synthesize = synthesis
 
-    def compute(self, embeddings: Tensor, pool: Pool, mined: Mined) -> Tensor:
+    def forward(
+        self, embeddings: Tensor, labels: Tensor, mined: Mined | None = None, pool: Pool | None = None
+    ) -> Tensor:
+        """The base class's call, except that with no miner the pairs come from the pool's list of
+        positive pairs: these losses need no negatives' mask, and no [N, N] mask's nonzero."""
+        pool = pool or Pool.of_batch(embeddings, labels)
         if pool.n_real != pool.labels.shape[0]:
             raise ValueError(f"{type(self).__name__} mirrors its own pairs: give it the batch, not a synthetic pool")
-        a, p = one_pair_per_label(pool.labels, mined)
+        if mined is None:
+            anchor, positive = pool.positive_pairs
+        elif isinstance(mined, Triplets):
+            anchor, positive = mined.anchor, mined.positive
+        else:
+            anchor, positive = mined.positive.nonzero(as_tuple=True)
+        a, p = one_pair_per_label(pool.labels, anchor, positive)
         if a.numel() < 2:  # one class: nothing to contrast, a zero that still backpropagates
             return embeddings.sum() * 0.0
         return self.compute_pairs(embeddings.index_select(0, a), embeddings.index_select(0, p))

@@ -209,18 +209,22 @@ class Pool:
 
     def distances(self, distance: Distance) -> Tensor:
         """[N, M] distances from the batch to every pool point, differentiable (for the losses
-        that score every pair). Laid out pool point by pool point, as `ranking`."""
+        that score every pair).
+
+        Batch-major throughout, the mirrors' columns gathered as columns of the symmetric Gram
+        matrix: a layout built pool point by pool point (as `ranking`) would hand the backward
+        transposed gradients, and element-wise steps or scatters between a transposed and a
+        contiguous operand are up to 20x slower on the CPU.
+        """
         gram = self.gram
         sq = gram.diagonal()
         if not self.synthetic:
             return distance.from_gram(gram, sq[:, None], sq[None, :])
-        # index_select, not gram[index]: its backward is a scatter-add, indexing's an accumulating
-        # index_put (3x slower on the CPU).
-        synthetic = torch.addcmul(
-            gram.index_select(0, self.point).neg(), gram.index_select(0, self.axis), self._mirror_coefficient[:, None]
+        mirrors = torch.addcmul(
+            gram.index_select(1, self.point).neg(), gram.index_select(1, self.axis), self._mirror_coefficient[None, :]
         )
-        pool_gram = torch.cat([gram, synthetic])
-        return distance.from_gram(pool_gram, torch.cat([sq, sq[self.point]])[:, None], sq[None, :]).T
+        sq_pool = torch.cat([sq, sq[self.point]])  # |mirror of p| = |p|
+        return distance.from_gram(torch.cat([gram, mirrors], dim=1), sq[:, None], sq_pool[None, :])
 
     def paired_distances(self, distance: Distance, anchor: Tensor, index: Tensor) -> Tensor:
         """d(batch[anchor[t]], pool[index[t]]) for T tuples, [T], differentiable: what a loss
