@@ -175,16 +175,19 @@ class SemiHardMiner(Miner):
         count = torch.bincount(a, minlength=rank.shape[0])  # a bool [N, M] sum would cast it all to int64
         slot = torch.arange(a.shape[0], device=a.device) - (count.cumsum(0) - count)[a]
         n = torch.zeros_like(a)
+        gaps = torch.empty_like(r_an)  # one buffer for every slot: a fresh [N, M] each is page faults
         for k in range(int(count.max()) if a.numel() else 0):
             pairs = (slot == k).nonzero(as_tuple=True)[0]
-            rows = r_an if pairs.shape[0] == rank.shape[0] else r_an[a[pairs]]
+            full = pairs.shape[0] == rank.shape[0]
+            rows = r_an if full else r_an[a[pairs]]
             # The closest negative farther than the positive has the smallest positive gap
             # r_an - r_ap, i.e. the largest reciprocal: a subtract and a max, where a masked min
             # costs an [N, M] `where` more (3x slower on the CPU). Entries that are not negatives
             # (+inf: the anchor's own column at least) have reciprocal 0, so a row with no farther
             # negative picks one of them, and fails the margin check below at d(a, n) = inf. A
             # negative exactly as far as the positive counts; its loss is the whole margin.
-            n[pairs] = row_argmax((rows - r_ap[pairs, None]).reciprocal_())
+            gap = torch.sub(rows, r_ap[pairs, None], out=gaps) if full else rows - r_ap[pairs, None]
+            n[pairs] = row_argmax(gap.reciprocal_())
         sq = pool.gram.diagonal()[a]
         d_ap, d_an = self.distance.from_ranking(r_ap, sq), self.distance.from_ranking(r_an[a, n], sq)
         # The margin is checked on the one chosen value per pair: d(a, p) < d(a, n) < d(a, p) + margin.

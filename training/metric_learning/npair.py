@@ -29,7 +29,8 @@ from lookalike.training.metric_learning.losses import LOSSES, MetricLoss
 from lookalike.training.metric_learning.miners import Mined, Triplets
 from lookalike.training.metric_learning.pool import Pool
 
-Logits = Callable[[Any, int, int], Tensor]  # (gram: BlockGram or MirroredGram, x, y) -> [n, n]
+#: (gram, x, y) -> logits: [n, n] for one pairing (ints x, y), [P, n, n] for tuples of P pairings
+Logits = Callable[[Any, Any, Any], Tensor]
 Pairings = tuple[tuple[int, int], ...]
 #: (A, P, S1, S2) = (0, 1, 2, 3). Dot products: (Y, X) is the transpose of (X, Y), so the 6 unordered
 #: pairs cover every type of pair in one orientation; the angular logit is not symmetric: all 12.
@@ -37,7 +38,7 @@ UNORDERED: Pairings = tuple(combinations(range(4), 2))
 ORDERED: Pairings = tuple(permutations(range(4), 2))
 
 
-def dot(gram: Tensor | BlockGram, x: int, y: int) -> Tensor:
+def dot(gram: Tensor | BlockGram | MirroredGram, x: Any, y: Any) -> Tensor:
     return gram[x, y]
 
 
@@ -80,7 +81,12 @@ class PairSetLoss(MetricLoss):
     def compute_pairs(self, anchors: Tensor, positives: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def hardest_logits(self, anchors: Tensor, positives: Tensor, logits: Logits, pairings: Pairings) -> Tensor:
+    def pair_gram(self, anchors: Tensor, positives: Tensor) -> BlockGram | MirroredGram:
+        """The blocks of inner products the logits read: of (A, P), or with synthesis of
+        (A, P, S1, S2); one object per batch, so losses that mix logits share its blocks."""
+        return MirroredGram(anchors, positives) if self.synthesize else BlockGram((anchors, positives))
+
+    def hardest_logits(self, gram: BlockGram | MirroredGram, logits: Logits, pairings: Pairings) -> Tensor:
         """`logits(gram, 0, 1)` for (A, P), or with synthesis the element-wise max of
         `logits(gram, x, y)` over the pairings (x, y) of the point sets (A, P, S1, S2).
 
@@ -88,9 +94,9 @@ class PairSetLoss(MetricLoss):
         first asked for; with synthesis every block comes from the three real ones (`MirroredGram`).
         """
         if not self.synthesize:
-            return logits(BlockGram((anchors, positives)), 0, 1)
-        gram = MirroredGram(anchors, positives)
-        return torch.stack([logits(gram, x, y) for x, y in pairings]).amax(0)
+            return logits(gram, 0, 1)
+        x, y = zip(*pairings, strict=True)
+        return logits(gram, x, y).max(0).values
 
 
 class BlockGram:
@@ -129,7 +135,12 @@ class MirroredGram:
         )
         self.blocks: dict[tuple[int, int], Tensor] = {}
 
-    def __getitem__(self, xy: tuple[int, int]) -> Tensor:
+    def __getitem__(self, xy: tuple[int, int] | tuple[tuple[int, ...], tuple[int, ...]]) -> Tensor:
+        """Block (x, y), [n, n]; for tuples x, y of P pairings, their blocks stacked, [P, n, n] (the
+        logits are then made for all pairings in one batch: per-pairing steps on slices of one
+        stacked gradient cost a copy of all of it each in the backward)."""
+        if isinstance(xy[0], tuple):
+            return torch.stack([self[pair] for pair in zip(*xy, strict=True)])
         if xy not in self.blocks:
             (x_a, x_p), (y_a, y_p) = (self.coefficients[i] for i in xy)
             terms = [
@@ -177,7 +188,7 @@ class NPairLoss(PairSetLoss):
         self.l2_reg = l2_reg
 
     def compute_pairs(self, anchors: Tensor, positives: Tensor) -> Tensor:
-        logits = self.hardest_logits(anchors, positives, dot, UNORDERED)
+        logits = self.hardest_logits(self.pair_gram(anchors, positives), dot, UNORDERED)
         penalty = 0.25 * self.l2_reg * ((anchors**2).sum(1).mean() + (positives**2).sum(1).mean())
         return cross_entropy_with_diagonal(logits) + penalty
 
@@ -202,13 +213,18 @@ class AngularLoss(PairSetLoss):
         self.alpha = alpha
         self.sq_tan = math.tan(math.radians(alpha)) ** 2
 
-    def angular_logits(self, gram: Any, x: int, y: int) -> Tensor:
-        """(X_i + Y_i) . Y_j = gram[x, y] + gram[y, y] off the diagonal, X_i . Y_i on it."""
-        off = 4.0 * self.sq_tan * (gram[x, y] + gram[y, y])
-        return off.diagonal_scatter(2.0 * (1.0 + self.sq_tan) * gram[x, y].diagonal())
+    def angular_logits(self, gram: Any, x: Any, y: Any) -> Tensor:
+        """(X_i + Y_i) . Y_j = gram[x, y] + gram[y, y] off the diagonal, X_i . Y_i on it (for one
+        pairing, or for tuples of pairings at once)."""
+        xy = gram[x, y]
+        off = 4.0 * self.sq_tan * (xy + gram[y, y])
+        return off.diagonal_scatter(2.0 * (1.0 + self.sq_tan) * xy.diagonal(dim1=-2, dim2=-1), dim1=-2, dim2=-1)
 
     def compute_pairs(self, anchors: Tensor, positives: Tensor) -> Tensor:
-        return cross_entropy_with_diagonal(self.hardest_logits(anchors, positives, self.angular_logits, ORDERED))
+        return self.angular_loss(self.pair_gram(anchors, positives))
+
+    def angular_loss(self, gram: BlockGram | MirroredGram) -> Tensor:
+        return cross_entropy_with_diagonal(self.hardest_logits(gram, self.angular_logits, ORDERED))
 
 
 @LOSSES.register("npair_angular")
@@ -221,5 +237,6 @@ class NPairAngularLoss(AngularLoss):
         self.lam = lam
 
     def compute_pairs(self, anchors: Tensor, positives: Tensor) -> Tensor:
-        npair = self.hardest_logits(anchors, positives, dot, UNORDERED)
-        return cross_entropy_with_diagonal(npair) + self.lam * super().compute_pairs(anchors, positives)
+        gram = self.pair_gram(anchors, positives)  # one set of blocks for both terms
+        npair = self.hardest_logits(gram, dot, UNORDERED)
+        return cross_entropy_with_diagonal(npair) + self.lam * self.angular_loss(gram)
