@@ -149,15 +149,6 @@ def log_one_plus_sum_exp(x: Tensor, keep: Tensor) -> Tensor:
     return shift + (x.sub_(shift[:, None]).exp().mul(weight).sum(dim=1) + (-shift).exp()).log()
 
 
-def log_sum_exp(x: Tensor, keep: Tensor) -> Tensor:
-    """Row-wise log of the sum of exp(x) over the kept entries (-inf for a row with none), with the
-    mask as a 0/1 factor as in `log_one_plus_sum_exp`; the shift is each row's largest kept entry."""
-    weight = keep.to(x.dtype)
-    shift = torch.addcmul(x.detach(), weight - 1.0, torch.tensor(torch.finfo(x.dtype).max / 4)).amax(dim=1)
-    shift = shift.masked_fill(shift < torch.finfo(x.dtype).min / 8, 0.0)  # a row with nothing kept
-    return shift + ((x - shift[:, None]) * weight).exp().mul(weight).sum(dim=1).log()
-
-
 @LOSSES.register("multi_similarity")
 class MultiSimilarityLoss(MetricLoss):
     """Wang et al. (CVPR 2019), on cosine similarity S:
@@ -214,6 +205,8 @@ class LiftedStructureLoss(MetricLoss):
         i, j = pos.nonzero(as_tuple=True)  # j is a real pool point, i.e. a batch row with its own negatives
         if i.numel() == 0:
             return embeddings.sum() * 0.0
-        negatives = log_sum_exp(self.margin - dist, neg)
+        # masked_fill: the negatives' mask is the labels' block pattern here, which it handles
+        # fast (a miner's irregular mask would favour a 0/1 factor, as `log_one_plus_sum_exp`).
+        negatives = torch.logsumexp((self.margin - dist).masked_fill(~neg, float("-inf")), dim=1)
         lifted = torch.logaddexp(negatives[i], negatives[j]) + dist[i, j]
         return 0.5 * (torch.relu(lifted) ** 2).mean()
