@@ -24,7 +24,7 @@ import torch
 
 from bench.losses import CASES, PROXY_LOSSES
 from bench.table import interleaved_best_seconds, print_rows
-from lookalike.training import metric_learning
+from lookalike.training.metric_learning import create_criterion
 
 PACKAGE = "training/metric_learning"
 MODULE = "lookalike.training.metric_learning"
@@ -63,7 +63,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        versions = {"base": load_revision(args.base, Path(tmp)), "new": metric_learning}
+        versions = {"base": load_revision(args.base, Path(tmp)).create_criterion, "new": create_criterion}
         for n in args.sizes:
             torch.manual_seed(n)
             raw = torch.randn(n, args.dim)
@@ -77,9 +77,9 @@ def main() -> None:
                 loss, miner = case.split("/")[0], CASES[case][0] or "auto"
                 contenders = {
                     f"{tag}{'_synth' if synthesis else ''}": partial(
-                        run, ml.create_criterion(loss, miner, synthesis, num_classes=n // 4, embedding_size=args.dim)
+                        run, create(loss, miner, synthesis, num_classes=n // 4, embedding_size=args.dim)
                     )
-                    for tag, ml in versions.items()
+                    for tag, create in versions.items()
                     for synthesis in (False, True)
                 }
                 ms = {k: 1000 * v for k, v in interleaved_best_seconds(contenders, args.repeats).items()}

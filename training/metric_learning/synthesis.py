@@ -30,8 +30,9 @@ def positive_pairs(labels: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def symmetrical_synthesis(embeddings: Tensor, labels: Tensor) -> Pool:
-    """The pool of the real embeddings followed by both mirrors of every positive pair (as a
-    recipe: `Pool.rows` and `Pool.distances` make the mirrors they need)."""
+    """The pool of the real embeddings followed by both mirrors of every positive pair, as a
+    recipe (which batch point is mirrored about which): the pool's distances come from the
+    batch's Gram matrix, and the mirrors themselves are never made in training."""
     i, j = positive_pairs(labels)
     point, axis = torch.cat([j, i]), torch.cat([i, j])  # reflect(p about a), then reflect(a about p)
     return Pool(batch=embeddings, labels=torch.cat([labels, labels[point]]), point=point, axis=axis)
