@@ -79,8 +79,8 @@ class MetricLoss(torch.nn.Module):
         raise NotImplementedError
 
     def tuple_distances(self, pool: Pool, mined: Mined) -> tuple[Tensor, Tensor]:
-        """d(a, p) and d(a, n) for each mined triplet, from the pool's Gram matrix (a few gathers;
-        its backward is the one matmul of `Pool.gram`, shared by every tuple)."""
+        """d(a, p) and d(a, n) for each mined triplet, read from the pool's Gram matrix in one call
+        (`Pool.paired_distances`: one backward product for all of them)."""
         a, p, n = as_triplets(mined)
         return pool.paired_distances(self.distance, torch.cat([a, a]), torch.cat([p, n])).chunk(2)
 

@@ -96,7 +96,7 @@ def row_argmax(x: Tensor, largest: bool = True, block: int = 64) -> Tensor:
     those few values, and only that block is searched for the index. On the CPU `amax` is
     vectorised and `argmax` is not: on [512, 2048] this takes a quarter of argmax's time. The
     blocks follow the memory layout: a pool matrix stored pool point by pool point (`x.T`
-    contiguous, as `Pool.distances` makes it) is reduced down its memory rows.
+    contiguous, as `Pool.ranking` makes it) is reduced down its memory rows.
     """
     reduce, best = (torch.amax, torch.max) if largest else (torch.amin, torch.min)
     m = x.shape[1]
@@ -126,7 +126,7 @@ def first_of_largest(values: Tensor, row: Tensor, column: Tensor, n_rows: int) -
     each anchor's O(K) positives, without a masked pass over an [N, N] matrix."""
     largest = values.new_full((n_rows,), float("-inf")).scatter_reduce(0, row, values, "amax")
     at = values == largest[row]
-    first = torch.full((n_rows,), column.shape[0] and int(column.max()) + 1, device=row.device)
+    first = torch.full((n_rows,), torch.iinfo(column.dtype).max, dtype=column.dtype, device=row.device)
     first = first.scatter_reduce(0, row[at], column[at], "amin")
     return largest, first.masked_fill_(~torch.isfinite(largest), 0)
 
@@ -200,8 +200,8 @@ class BatchHardMiner(Miner):
     """Hermans et al. batch-hard: per anchor, its farthest positive and its closest negative."""
 
     def mine(self, rank: Tensor, pool: Pool) -> Triplets:
-        a, p = pool.positive_pairs
-        far, p = first_of_largest(rank[a, p], a, p, rank.shape[0])
+        anchors, positives = pool.positive_pairs  # each anchor's farthest positive, from its O(K) pairs
+        far, p = first_of_largest(rank[anchors, positives], anchors, positives, rank.shape[0])
         negatives = negatives_only(rank, pool)
         n = row_argmax(negatives, largest=False)
         a = torch.arange(rank.shape[0], device=rank.device)
