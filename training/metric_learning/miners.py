@@ -253,7 +253,8 @@ class MultiSimilarityMiner(Miner):
         negatives = negatives_only(dist, pool)  # +inf off the negatives, which then fail the test
         near_neg = negatives.amin(dim=1)
         keep = d_ap > near_neg[a] - self.epsilon
-        positives = torch.zeros_like(pool.positives).index_put_((a[keep], p[keep]), torch.tensor(True))
+        positives = torch.zeros(pool.n_real, pool.n_real, dtype=torch.bool, device=dist.device)
+        positives.index_put_((a[keep], p[keep]), torch.tensor(True, device=dist.device))
         # Batch-major, as the losses' [N, M] matrices (`Pool.distances`): element-wise steps
         # between a transposed and a contiguous operand are up to 10x slower on the CPU.
         return Pairs(positives, (negatives < far_pos[:, None] + self.epsilon).contiguous())
