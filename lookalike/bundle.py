@@ -48,6 +48,11 @@ class BundleSpec(BaseModel):
     )
     threshold: float = Field(description="Cosine similarity at or above which two images match.")
     preprocessing: Preprocessing
+    test_time_flip: bool = Field(
+        default=False,
+        description="Each input is embedded with its mirror image and the two embeddings averaged (then "
+        "re-normalised): what the threshold was calibrated on, so index and service must do the same.",
+    )
     data: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     content_hash: str = ""
@@ -77,6 +82,18 @@ def write_bundle(directory: str | Path, model: torch.nn.Module, spec: BundleSpec
     spec = spec.model_copy(update={"content_hash": file_sha256(directory / ENCODER_FILE)})
     (directory / SPEC_FILE).write_text(spec.model_dump_json(indent=2))
     return spec
+
+
+def embed_tensor(module: torch.nn.Module, inputs: torch.Tensor, flip: bool = False) -> torch.Tensor:
+    """Unit embeddings [B, D] of network inputs [B, 3, S, S]; with `flip`, the mean direction of
+    each input's and its left-right mirror's. Faces and most products are mirror-symmetric
+    classes, so the two views are equally valid and their average has less pose noise. Training's
+    evaluation and every bundle embed through here, so a threshold is calibrated on exactly what
+    is served."""
+    out = module(inputs)
+    if flip:
+        out = torch.nn.functional.normalize(out + module(inputs.flip(-1)), dim=1)
+    return out
 
 
 class Encoder:
@@ -122,8 +139,8 @@ class Encoder:
         out = np.empty((len(inputs), self.embedding_size), dtype=np.float32)
         for start in range(0, len(inputs), self.batch_size):
             with torch.inference_mode():
-                out[start : start + self.batch_size] = self.module(
-                    torch.from_numpy(inputs[start : start + self.batch_size])
+                out[start : start + self.batch_size] = embed_tensor(
+                    self.module, torch.from_numpy(inputs[start : start + self.batch_size]), self.spec.test_time_flip
                 ).numpy()
         return out
 

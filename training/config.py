@@ -179,6 +179,11 @@ class TrainConfig(BaseModel):
         description="Which epoch becomes the bundle: the best by held-out Recall@1, or the last. Use last when the "
         "held-out classes are your test set: picking the epoch on them flatters the result.",
     )
+    test_time_flip: bool = Field(
+        False,
+        description="Embed each image and its mirror image and average the two, in every evaluation and in the "
+        "bundle (index and service then do the same): two forward passes per image.",
+    )
     seed: int = 0
     resume: bool = False
 

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from lookalike.bundle import load_bundle
+from lookalike.bundle import embed_tensor, load_bundle
 from lookalike.images import open_rgb
 from lookalike.training.data import DataError, ImageDataset, collate, scan_folder
 from lookalike.training.scoring import retrieval_metrics, sample_pairs, verification_metrics
@@ -25,15 +25,21 @@ log = logging.getLogger(__name__)
 
 @torch.no_grad()
 def embed_dataset(
-    model: torch.nn.Module, dataset: ImageDataset, device: torch.device, batch_size: int = 128, workers: int = 0
+    model: torch.nn.Module,
+    dataset: ImageDataset,
+    device: torch.device,
+    batch_size: int = 128,
+    workers: int = 0,
+    flip: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings, labels) of a data set, embedded as a bundle with `test_time_flip=flip` would."""
     was_training = model.training
     model.eval()
     chunks, labels = [], []
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate)
     for images, batch_labels, _ in loader:
         if len(images):
-            chunks.append(model(images.to(device)).float().cpu().numpy())
+            chunks.append(embed_tensor(model, images.to(device), flip).float().cpu().numpy())
             labels.append(batch_labels.numpy())
     model.train(was_training)
     return np.concatenate(chunks), np.concatenate(labels)

@@ -125,7 +125,7 @@ def train(cfg: TrainConfig, criterion: Callable[[Tensor, Tensor], Tensor] | None
     amp = cfg.amp and device.type == "cuda"
 
     def evaluate() -> dict:
-        return evaluate_model(model, eval_set, monitor_set, device)
+        return evaluate_model(model, eval_set, monitor_set, device, cfg.test_time_flip)
 
     start_epoch, best = 0, {"recall@1": -1.0, "map@r": -1.0}
     if cfg.resume and (out / "last.pt").is_file():
@@ -196,6 +196,7 @@ def train(cfg: TrainConfig, criterion: Callable[[Tensor, Tensor], Tensor] | None
                 embedding_size=model.embedding_size,
                 threshold=chosen["verify_threshold"],
                 preprocessing=spec,
+                test_time_flip=cfg.test_time_flip,
                 metrics=chosen,
                 data={
                     "root": str(cfg.data),
@@ -296,11 +297,16 @@ def warmup_cosine(warmup_steps: float, total_steps: int):
 
 
 def evaluate_model(
-    model: torch.nn.Module, eval_set: ImageDataset | None, monitor_set: ImageDataset, device: torch.device
+    model: torch.nn.Module,
+    eval_set: ImageDataset | None,
+    monitor_set: ImageDataset,
+    device: torch.device,
+    flip: bool = False,
 ) -> dict:
     """Held-out retrieval and verification metrics when there are held-out classes, and the
-    collapse metrics (on the held-out images, else on a fixed sample of training images)."""
-    embeddings, labels = embed_dataset(model, monitor_set, device)
+    collapse metrics (on the held-out images, else on a fixed sample of training images), with
+    the bundle's test-time flip, so that its threshold fits what it will serve."""
+    embeddings, labels = embed_dataset(model, monitor_set, device, flip=flip)
     collapse = collapse_metrics(embeddings)
     if eval_set is None:
         return {**collapse, "verify_threshold": unlabelled_threshold(embeddings)}
