@@ -130,10 +130,11 @@ BUDGET = (
     "protocol",
     "ssl_epochs",
     "ssl_lr",
+    "test_time_flip",
 )
 # What rows written before a budget key existed ran with (not rewritten in the rows: a run's
 # folder is named by the budget it was written with); ssl_lr was the one lr of both stages.
-LEGACY_BUDGET = {"wild": False, "protocol": "test", "ssl_epochs": 10}
+LEGACY_BUDGET = {"wild": False, "protocol": "test", "ssl_epochs": 10, "test_time_flip": False}
 # The self-supervised stage depends on these alone; its runs are shared across the rest.
 SSL_BUDGET = ("protocol", "backbone", "pretrained", "image_size", "crop_mode", "ssl_epochs", "ssl_lr")
 # A converted network fixes its own input and output: these replace the command line's for its recipes.
@@ -293,6 +294,26 @@ def bundle_embedder(encoder: Encoder) -> Callable[[list[Image.Image]], np.ndarra
     return embed
 
 
+def flipping(encoder: Encoder, flip: bool) -> Encoder:
+    """The same network with its bundle's test-time flip set to `flip` (one model scored both ways)."""
+    return Encoder(encoder.module, encoder.spec.model_copy(update={"test_time_flip": flip}), encoder.batch_size)
+
+
+def score_bundle(name: str, bundle: Path, budget: dict, all_pairs: bool = False) -> dict:
+    """`evaluate` on a bundle as the budget's test-time flip has it; with the flip, the same model's
+    main figures without it too (`without_flip`), so that what the flip adds is a paired difference."""
+    encoder = load_bundle(bundle)
+    flip = budget["test_time_flip"]
+    result = evaluate(name, bundle_embedder(flipping(encoder, flip)), budget["wild"], all_pairs, budget["protocol"])
+    if flip:
+        plain = evaluate(name, bundle_embedder(flipping(encoder, False)), protocol=budget["protocol"])
+        result["without_flip"] = {k: plain[k] for k in FLIP_COMPARED if k in plain}
+    return result
+
+
+FLIP_COMPARED = ("recall@1", "map@r", "pairs_accuracy", "pairs_tar@far=1e-3")
+
+
 def read_results() -> list[dict]:
     return [json.loads(line) for line in RESULTS.read_text().splitlines()] if RESULTS.exists() else []
 
@@ -372,6 +393,7 @@ def run_training(name: str, method: str, seed: int, budget: dict, args: argparse
             margin=recipe.get("margin"),
             miner=recipe["miner"],
             synthesis=recipe["synthesis"],
+            test_time_flip=budget["test_time_flip"],
             classes_per_batch=budget["classes_per_batch"],
             samples_per_class=budget["samples_per_class"],
             epochs=max(1, round(budget["epochs"] * recipe.get("epochs_fraction", 1))),
@@ -379,8 +401,7 @@ def run_training(name: str, method: str, seed: int, budget: dict, args: argparse
         train(cfg, criterion=pml_criterion(0.2 if cfg.margin is None else cfg.margin) if recipe.get("pml") else None)
     total = ssl_seconds + time.perf_counter() - started
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    embed = bundle_embedder(load_bundle(out / "bundle"))
-    result.update(evaluate(name, embed, budget["wild"], protocol=budget["protocol"]))
+    result.update(score_bundle(name, out / "bundle", budget))
     return {
         **result,
         "recall@1_per_epoch": [r["recall@1"] for r in rows],
@@ -409,14 +430,14 @@ def run_stage(cfg: TrainConfig) -> float:
     return json.loads(clock.read_text())["seconds"]
 
 
-def run_converted(name: str, args: argparse.Namespace, out: Path) -> dict:
+def run_converted(name: str, budget: dict, out: Path) -> dict:
     """A converted pretrained network as it is: converted from its package here, then bundled."""
     from lookalike.training.pretrained import bundle_dlib_resnet, convert_dlib_resnet
 
     started = time.perf_counter()
     bundle_dlib_resnet(convert_dlib_resnet(out), out / "bundle")
     converted = time.perf_counter() - started
-    result = evaluate(name, bundle_embedder(load_bundle(out / "bundle")), args.wild, True, args.protocol)
+    result = score_bundle(name, out / "bundle", budget, all_pairs=True)
     return {**result, "epoch_seconds": 0.0, "train_seconds": 0.0, "convert_seconds": converted}
 
 
@@ -444,9 +465,18 @@ def run_pixels(name: str, args: argparse.Namespace) -> dict:
         )
     )
 
-    def embed(images: list[Image.Image]) -> np.ndarray:
-        vectors = pca.transform(pixels(images)).astype(np.float32)
+    def unit_pca(grey: np.ndarray) -> np.ndarray:
+        vectors = pca.transform(grey).astype(np.float32)
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    def embed(images: list[Image.Image]) -> np.ndarray:
+        grey = pixels(images)
+        if not args.test_time_flip:
+            return unit_pca(grey)
+        side = spec.image_size
+        mirrored = grey.reshape(len(grey), side, side)[:, :, ::-1].reshape(len(grey), -1)
+        both = unit_pca(grey) + unit_pca(mirrored)
+        return both / np.linalg.norm(both, axis=1, keepdims=True)
 
     return {**evaluate(name, embed, args.wild, False, args.protocol), "epoch_seconds": 0.0, "train_seconds": 0.0}
 
@@ -473,7 +503,7 @@ def command_run(args: argparse.Namespace) -> None:
         if method == "pixels_pca":
             result = run_pixels(name, args)
         elif "converted" in METHODS[method]:
-            result = run_converted(name, args, folder)
+            result = run_converted(name, budget, folder)
         else:
             result = run_training(name, method, seed, budget, args, out=folder)
         row = {"dataset": name, "method": method, "seed": seed, "budget": budget, "device": DEVICE, **result}
@@ -573,6 +603,9 @@ def section(name: str, title: str, subset: list[dict], suffix: str) -> list[str]
     wild = verification and all("wild_pairs_accuracy" in r for r in subset)
     header += ["pairs acc", "TAR@FAR=1e-3", "pairs"] if verification else []
     header += ["wild pairs acc", "no face (test / wild)"] if wild else []
+    flipped = same_budget(subset[0]["budget"])["test_time_flip"]
+    paired = ["recall@1", *(["pairs_accuracy"] if verification else [])]  # the same models, scored without the flip
+    header += [f"{'R@1' if k == 'recall@1' else 'pairs acc'} without flip" for k in paired] if flipped else []
     header += ["s/epoch", "train min"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -599,6 +632,10 @@ def section(name: str, title: str, subset: list[dict], suffix: str) -> list[str]
                 else []
             )
             roc_ax.plot(runs[0]["roc"]["far"], runs[0]["roc"]["tar"], label=method)
+        if flipped:
+            cells += [
+                mean_std([r["without_flip"][k] for r in runs]) if "without_flip" in runs[0] else "-" for k in paired
+            ]
         cells += [
             f"{min(r['epoch_seconds'] for r in runs):.1f}",
             f"{min(r['train_seconds'] for r in runs) / 60:.1f}",
@@ -738,6 +775,12 @@ def main() -> None:
         "--wild",
         action="store_true",
         help="also score LFW's test pairs on wild copies (random scale, position, rotation on a larger canvas)",
+    )
+    run.add_argument(
+        "--test-time-flip",
+        action="store_true",
+        help="embed every image and its mirror image, averaged (the bundle option); runs also record their "
+        "figures without it (`without_flip`)",
     )
     run.set_defaults(handler=command_run)
     commands.add_parser("report", help="render docs/results.md and plots").set_defaults(handler=command_report)

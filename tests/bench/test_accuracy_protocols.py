@@ -49,6 +49,7 @@ def budget(**changes) -> dict:
         "protocol": "test",
         "ssl_epochs": 10,
         "ssl_lr": 3e-3,
+        "test_time_flip": False,
     }
     return {**base, **changes}
 
@@ -60,6 +61,7 @@ def test_runs_share_a_self_supervised_stage_exactly_when_it_would_train_the_same
     methods = accuracy.METHODS
     free = stage("cars", methods["ssl_simclr"], 0, budget())
     assert free == stage("cars", methods["ssl_simclr+batch_hard"], 0, budget(lr=1e-3, epochs=40, min_crop_scale=0.8))
+    assert free == stage("cars", methods["ssl_simclr"], 0, budget(test_time_flip=True))  # scoring, not training
     assert free.is_relative_to(runs)
     for different in (
         stage("cars", methods["ssl_simclr"], 1, budget()),
@@ -77,7 +79,8 @@ def test_rows_written_before_a_budget_key_existed_compare_equal_to_its_default()
     """Mutation tried: filling ssl_lr with the default 3e-3 instead of the row's own lr (an old
     lr=1e-3 ablation then claims an SSL stage at 3e-3)."""
     new = budget()
-    old = {k: v for k, v in new.items() if k not in ("wild", "protocol", "ssl_epochs", "ssl_lr")}
+    old = {k: v for k, v in new.items() if k not in ("wild", "protocol", "ssl_epochs", "ssl_lr", "test_time_flip")}
     assert accuracy.same_budget(old) == accuracy.same_budget(new)
     assert accuracy.same_budget({**old, "lr": 1e-3})["ssl_lr"] == 1e-3
     assert accuracy.same_budget(budget(protocol="validation")) != accuracy.same_budget(new)
+    assert accuracy.same_budget(budget(test_time_flip=True)) != accuracy.same_budget(new)
