@@ -294,19 +294,14 @@ def bundle_embedder(encoder: Encoder) -> Callable[[list[Image.Image]], np.ndarra
     return embed
 
 
-def flipping(encoder: Encoder, flip: bool) -> Encoder:
-    """The same network with its bundle's test-time flip set to `flip` (one model scored both ways)."""
-    return Encoder(encoder.module, encoder.spec.model_copy(update={"test_time_flip": flip}), encoder.batch_size)
-
-
 def score_bundle(name: str, bundle: Path, budget: dict, all_pairs: bool = False) -> dict:
     """`evaluate` on a bundle as the budget's test-time flip has it; with the flip, the same model's
     main figures without it too (`without_flip`), so that what the flip adds is a paired difference."""
     encoder = load_bundle(bundle)
     flip = budget["test_time_flip"]
-    result = evaluate(name, bundle_embedder(flipping(encoder, flip)), budget["wild"], all_pairs, budget["protocol"])
+    result = evaluate(name, bundle_embedder(encoder.with_flip(flip)), budget["wild"], all_pairs, budget["protocol"])
     if flip:
-        plain = evaluate(name, bundle_embedder(flipping(encoder, False)), protocol=budget["protocol"])
+        plain = evaluate(name, bundle_embedder(encoder.with_flip(False)), protocol=budget["protocol"])
         result["without_flip"] = {k: plain[k] for k in FLIP_COMPARED if k in plain}
     return result
 

@@ -115,6 +115,11 @@ class Encoder:
     def embedding_size(self) -> int:
         return self.spec.embedding_size
 
+    def with_flip(self, flip: bool) -> Encoder:
+        """The same network, embedding with or without the test-time flip (its spec says which):
+        one trained model scored both ways shows what the flip adds."""
+        return Encoder(self.module, self.spec.model_copy(update={"test_time_flip": flip}), self.batch_size)
+
     @property
     def aligns_faces(self) -> bool:
         return self.spec.preprocessing.face is not None

@@ -20,16 +20,12 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image, ImageOps
 
-from lookalike.bundle import SPEC_FILE, Encoder, embed_tensor, load_bundle, read_spec
+from lookalike.bundle import SPEC_FILE, embed_tensor, load_bundle, read_spec
 from lookalike.index.build import build_index
 from lookalike.service.app import create_app
 from lookalike.service.settings import Settings
 from lookalike.training.evaluate import evaluate_bundle
 from tests.helpers import run_cli, tiny_run_args
-
-
-def flipping(encoder: Encoder, flip: bool) -> Encoder:
-    return Encoder(encoder.module, encoder.spec.model_copy(update={"test_time_flip": flip}))
 
 
 def noise(seed: int, size: tuple[int, int] = (40, 48)) -> Image.Image:
@@ -54,8 +50,8 @@ def test_a_flipping_bundle_embeds_a_picture_and_its_mirror_image_alike(tiny_bund
     mirrors = [ImageOps.mirror(picture) for picture in pictures]
     plain = encoder.embed(pictures)
     assert np.abs(plain - encoder.embed(mirrors)).max() > 1e-2  # the network alone tells them apart
-    flipped = flipping(encoder, True).embed(pictures)
-    np.testing.assert_allclose(flipped, flipping(encoder, True).embed(mirrors), atol=1e-5)
+    flipped = encoder.with_flip(True).embed(pictures)
+    np.testing.assert_allclose(flipped, encoder.with_flip(True).embed(mirrors), atol=1e-5)
     both = plain + encoder.embed(mirrors)
     np.testing.assert_allclose(flipped, both / np.linalg.norm(both, axis=1, keepdims=True), atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(flipped, axis=1), 1.0, atol=1e-5)
@@ -110,6 +106,6 @@ def test_training_with_the_flip_exports_a_flipping_bundle_calibrated_on_flipped_
     assert served["map@r"] == pytest.approx(last["map@r"], abs=1e-4)
     assert read_spec(out / "bundle").threshold == pytest.approx(last["verify_threshold"])
     # ... and those embeddings are not the unflipped ones: without the flip the calibration moves
-    encoder = flipping(load_bundle(out / "bundle"), False)
+    encoder = load_bundle(out / "bundle").with_flip(False)
     pictures = [Image.open(p).convert("RGB") for folder in sorted(held_out.iterdir()) for p in sorted(folder.iterdir())]
     assert np.abs(encoder.embed(pictures) - load_bundle(out / "bundle").embed(pictures)).max() > 1e-3
