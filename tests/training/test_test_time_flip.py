@@ -4,7 +4,8 @@ serves it so), and training that calibrates the bundle's threshold on exactly th
 Mutations tried (each fails a test here): `Encoder.forward` ignoring `spec.test_time_flip`;
 `embed_tensor` flipping the height axis (-2) instead of the width; no re-normalisation of the
 sum; the training loop's evaluation without the flip (the bundle's threshold then fits other
-embeddings than it serves); the bundle spec written without the config's flag.
+embeddings than it serves); the bundle spec written without the config's flag; the default
+turned off.
 """
 
 from __future__ import annotations
@@ -91,21 +92,23 @@ def split_gallery(gallery: Path, tmp_path: Path) -> tuple[Path, Path]:
     return train, held_out
 
 
-def test_training_with_the_flip_exports_a_flipping_bundle_calibrated_on_flipped_embeddings(
-    tmp_path: Path, split_gallery: tuple[Path, Path]
+@pytest.mark.parametrize(("switch", "flip"), [((), True), (("--no-test-time-flip",), False)])
+def test_training_exports_a_bundle_calibrated_on_the_embeddings_it_serves(
+    tmp_path: Path, split_gallery: tuple[Path, Path], switch: tuple[str, ...], flip: bool
 ):
+    """The flip is the default, and `--no-test-time-flip` turns it off in evaluation and bundle alike."""
     train, held_out = split_gallery
     out = tmp_path / "run"
     args = tiny_run_args(train, out, "--eval-data", str(held_out), "--epochs", "1", "--export", "last")
-    result = run_cli(*args, "--test-time-flip")
+    result = run_cli(*args, *switch)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert read_spec(out / "bundle").test_time_flip
+    assert read_spec(out / "bundle").test_time_flip is flip
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     served = evaluate_bundle(out / "bundle", held_out)["retrieval"]
     assert served["verify_threshold"] == pytest.approx(last["verify_threshold"], abs=1e-4)
     assert served["map@r"] == pytest.approx(last["map@r"], abs=1e-4)
     assert read_spec(out / "bundle").threshold == pytest.approx(last["verify_threshold"])
-    # ... and those embeddings are not the unflipped ones: without the flip the calibration moves
-    encoder = load_bundle(out / "bundle").with_flip(False)
+    # ... and the other way of embedding gives other embeddings: the calibration is specific to it
+    encoder = load_bundle(out / "bundle")
     pictures = [Image.open(p).convert("RGB") for folder in sorted(held_out.iterdir()) for p in sorted(folder.iterdir())]
-    assert np.abs(encoder.embed(pictures) - load_bundle(out / "bundle").embed(pictures)).max() > 1e-3
+    assert np.abs(encoder.with_flip(not flip).embed(pictures) - encoder.embed(pictures)).max() > 1e-3
