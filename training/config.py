@@ -179,9 +179,10 @@ class TrainConfig(BaseModel):
         description="Which epoch becomes the bundle: the best by held-out Recall@1, or the last. Use last when the "
         "held-out classes are your test set: picking the epoch on them flatters the result.",
     )
-    # On validation classes (README Results) the flip raised MAP@R in all six runs (LFW +0.004-0.006,
-    # Cars +0.001-0.002) and LFW Recall@1 by 0.002-0.032; training already flips at random, so the
-    # network is made for it. What it costs is a second forward pass per image.
+    # On validation classes (README Results) the flip raised LFW MAP@R and Recall@1 in all three runs
+    # (+0.004 to +0.006, +0.002 to +0.032) and Cars MAP@R in two of three (-0.001 to +0.002), and left
+    # LFW pairs accuracy within its noise; training already flips at random, so the network is made
+    # for it. What it costs is a second forward pass per image.
     test_time_flip: bool = Field(
         True,
         description="Embed each image and its mirror image and average the two, in every evaluation and in the "
