@@ -294,6 +294,9 @@ def bundle_embedder(encoder: Encoder) -> Callable[[list[Image.Image]], np.ndarra
     return embed
 
 
+FLIP_COMPARED = ("recall@1", "map@r", "pairs_accuracy", "pairs_tar@far=1e-3")
+
+
 def score_bundle(name: str, bundle: Path, budget: dict, all_pairs: bool = False) -> dict:
     """`evaluate` on a bundle as the budget's test-time flip has it; with the flip, the same model's
     main figures without it too (`without_flip`), so that what the flip adds is a paired difference."""
@@ -304,9 +307,6 @@ def score_bundle(name: str, bundle: Path, budget: dict, all_pairs: bool = False)
         plain = evaluate(name, bundle_embedder(encoder.with_flip(False)), protocol=budget["protocol"])
         result["without_flip"] = {k: plain[k] for k in FLIP_COMPARED if k in plain}
     return result
-
-
-FLIP_COMPARED = ("recall@1", "map@r", "pairs_accuracy", "pairs_tar@far=1e-3")
 
 
 def read_results() -> list[dict]:
@@ -358,6 +358,7 @@ def run_training(name: str, method: str, seed: int, budget: dict, args: argparse
         "seed": seed,
         "workers": args.workers,
         "cache_images": True,
+        "test_time_flip": budget["test_time_flip"],  # how it is scored: a stage's weights do not depend on it
         "export": "last",  # the held-out classes are the test set: choosing the epoch on them would flatter it
     }
     started, result, ssl_seconds = time.perf_counter(), {}, 0.0
@@ -388,7 +389,6 @@ def run_training(name: str, method: str, seed: int, budget: dict, args: argparse
             margin=recipe.get("margin"),
             miner=recipe["miner"],
             synthesis=recipe["synthesis"],
-            test_time_flip=budget["test_time_flip"],
             classes_per_batch=budget["classes_per_batch"],
             samples_per_class=budget["samples_per_class"],
             epochs=max(1, round(budget["epochs"] * recipe.get("epochs_fraction", 1))),
