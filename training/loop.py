@@ -215,6 +215,7 @@ def train(cfg: TrainConfig, criterion: Callable[[Tensor, Tensor], Tensor] | None
             "exported_epoch": chosen["epoch"],
             **{k: chosen[k] for k in ("recall@1", "map@r") if k in chosen},
             "threshold": bundle_spec.threshold,
+            "test_time_flip": bundle_spec.test_time_flip,
             "content_hash": bundle_spec.content_hash,
         }
     shutdown(dist)
